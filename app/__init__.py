@@ -1,0 +1,3 @@
+"""Lookalike: train a personal face LoRA on hardware you control."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Shared plumbing: settings, database, storage, errors, auth, queue, metrics."""

@@ -1,0 +1,93 @@
+"""Settings from `LOOKALIKE_*` environment variables, with embedded defaults.
+
+The defaults need no servers: SQLite under the data folder, object storage in a
+folder, Celery over its filesystem transport and email written as `.eml` files.
+Production points the same settings at Postgres, S3, Redis and SMTP.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MiB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; read once per process through `get_settings()`."""
+
+    model_config = SettingsConfigDict(env_prefix="LOOKALIKE_", env_file=None, extra="ignore")
+
+    data_dir: Path = Path("./data")
+    database_url: str | None = None
+    storage_url: str | None = None
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    broker_url: str | None = None
+    # Prefix for every broker key, so that several deployments (or test runs) can share one Redis.
+    broker_key_prefix: str = ""
+    smtp_url: str | None = None
+    public_url: str = "http://127.0.0.1:8000"
+    default_base_model: str = "auto"
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    worker_concurrency: int = Field(default=2, ge=1)
+    log_level: str = "INFO"
+
+    # Upload limits. A request body over max_request_bytes is refused before it is read.
+    max_request_bytes: int = Field(default=1024 * MiB, ge=1)
+    max_file_bytes: int = Field(default=50 * MiB, ge=1)
+    max_image_pixels: int = Field(default=100_000_000, ge=1)
+    min_image_side: int = Field(default=64, ge=1)
+    zip_max_entries: int = Field(default=1000, ge=1)
+    zip_max_uncompressed_bytes: int = Field(default=2048 * MiB, ge=1)
+    max_photos_per_subject: int = Field(default=5000, ge=1)
+    max_caption_chars: int = Field(default=1000, ge=1)
+    upload_threads: int = Field(default=0, ge=0)  # 0: one per CPU core
+
+    thumb_size: int = Field(default=512, ge=32)
+    jpeg_quality: int = Field(default=95, ge=50, le=100)
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The SQLAlchemy URL; the embedded default is a SQLite file in the data folder."""
+        return self.database_url or f"sqlite:///{self.data_dir / 'lookalike.db'}"
+
+    @property
+    def resolved_storage_url(self) -> str:
+        """`file:///abs/path` or `s3://bucket/prefix`."""
+        return self.storage_url or f"file://{self.data_dir / 'storage'}"
+
+    @property
+    def resolved_broker_url(self) -> str:
+        """Celery broker URL; `filesystem://` (no server) unless one is configured."""
+        return self.broker_url or "filesystem://"
+
+    @property
+    def queue_dir(self) -> Path:
+        """Where the filesystem transport keeps its messages."""
+        return self.data_dir / "queue"
+
+    @property
+    def outbox_dir(self) -> Path:
+        """Where emails land as `.eml` files when no SMTP server is configured."""
+        return self.data_dir / "outbox"
+
+    @property
+    def is_embedded_broker(self) -> bool:
+        return self.resolved_broker_url.startswith("filesystem://")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment once."""
+    return Settings()
