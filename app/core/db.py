@@ -1,0 +1,153 @@
+"""Engine, sessions and the schema check; the one place that knows which database we run on."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.core.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+
+
+def normalize_url(url: str) -> str:
+    """Use psycopg 3 for Postgres whatever spelling the user gave."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgres", "postgresql", "postgresql+psycopg2"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def _ensure_sqlite_folder(url: str) -> None:
+    """SQLite creates the file but not its folder: a fresh data dir must work out of the box."""
+    path = make_url(url).database
+    if url.startswith("sqlite") and path and path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001
+    # WAL lets the API read while the worker writes; busy_timeout waits instead of failing.
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for `url`, tuned for the backend."""
+    url = normalize_url(url)
+    if url.startswith("sqlite"):
+        _ensure_sqlite_folder(url)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+
+
+_ENGINES: dict[str, Engine] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
+def engine_for(url: str) -> Engine:
+    """One engine per URL per process."""
+    with _ENGINES_LOCK:
+        if url not in _ENGINES:
+            _ENGINES[url] = make_engine(url)
+        return _ENGINES[url]
+
+
+def get_engine(settings: Settings | None = None) -> Engine:
+    """The process-wide engine for the configured database."""
+    return engine_for((settings or get_settings()).resolved_database_url)
+
+
+def session_factory(settings: Settings | None = None) -> sessionmaker[Session]:
+    return sessionmaker(bind=get_engine(settings), expire_on_commit=False, autoflush=True)
+
+
+def dispose_engines() -> None:
+    """Forget pooled connections; each forked worker calls this so no socket is shared across processes."""
+    with _ENGINES_LOCK:
+        for engine in _ENGINES.values():
+            engine.dispose(close=False)
+        _ENGINES.clear()
+
+
+@contextmanager
+def session_scope(factory: Callable[[], Session] | None = None) -> Iterator[Session]:
+    """Open a session, commit on success, roll back on error: the task-side transaction boundary."""
+    from app.core.tx import committed, rolled_back
+
+    session = (factory or session_factory())()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        rolled_back(session)
+        raise
+    finally:
+        session.close()
+    committed(session)
+
+
+# --- schema -----------------------------------------------------------------------------
+
+
+def alembic_config(url: str):  # noqa: ANN201
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("sqlalchemy.url", normalize_url(url).replace("%", "%%"))
+    return cfg
+
+
+def head_revision() -> str | None:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+class SchemaOutOfDate(RuntimeError):
+    pass
+
+
+def check_schema(engine: Engine) -> None:
+    """Refuse to run against a database that `lookalike migrate` has not brought to head."""
+    head, current = head_revision(), current_revision(engine)
+    if current != head:
+        where = engine.url.render_as_string(hide_password=True)
+        state = "has no schema yet" if current is None else f"is at revision {current}, not {head}"
+        raise SchemaOutOfDate(f"The database {where} {state}. Run `lookalike migrate` to bring it up to date.")
+
+
+def migrate(url: str, revision: str = "head") -> None:
+    """Run Alembic migrations up to `revision`."""
+    from alembic import command
+
+    _ensure_sqlite_folder(normalize_url(url))
+    command.upgrade(alembic_config(url), revision)
+
+
+def ping(engine: Engine) -> None:
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))

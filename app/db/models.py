@@ -1,0 +1,105 @@
+"""The tables: users and their API keys, subjects (the people) and their photos."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text, Uuid
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.db.base import Base, IdMixin, TimestampMixin, UTCDateTime
+
+
+class User(IdMixin, TimestampMixin, Base):
+    __tablename__ = "users"
+
+    email: Mapped[str] = mapped_column(String(320), unique=True, nullable=False)
+
+    api_keys: Mapped[list[ApiKey]] = relationship(
+        back_populates="user", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class ApiKey(IdMixin, TimestampMixin, Base):
+    """A key is shown once; only its SHA-256 is kept. `prefix` identifies it in listings."""
+
+    __tablename__ = "api_keys"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    prefix: Mapped[str] = mapped_column(String(32), nullable=False)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    name: Mapped[str | None] = mapped_column(String(100))
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    user: Mapped[User] = relationship(back_populates="api_keys")
+
+
+class Subject(IdMixin, TimestampMixin, Base):
+    """The person a model is trained on."""
+
+    __tablename__ = "subjects"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    name: Mapped[str] = mapped_column(String(100), nullable=False)
+    class_word: Mapped[str] = mapped_column(String(32), nullable=False)
+    consent_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class PhotoStatus(enum.StrEnum):
+    pending = "pending"
+    analyzed = "analyzed"
+    failed = "failed"
+
+
+class Photo(IdMixin, TimestampMixin, Base):
+    """One uploaded image, stored without metadata, and what analysis found in it."""
+
+    __tablename__ = "photos"
+    __table_args__ = (
+        Index("ix_photos_subject_id_id", "subject_id", "id"),
+        Index("ix_photos_subject_id_sha256", "subject_id", "sha256"),
+    )
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    subject_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("subjects.id", ondelete="CASCADE"), nullable=False)
+    filename: Mapped[str] = mapped_column(String(1024), nullable=False)
+    # What the bytes were (JPEG, PNG, WEBP, HEIF) and what we stored them as.
+    source_format: Mapped[str] = mapped_column(String(16), nullable=False)
+    stored_ext: Mapped[str] = mapped_column(String(8), nullable=False)
+    size_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    # Recorded by analysis from the stored image (upright, after EXIF orientation).
+    format: Mapped[str | None] = mapped_column(String(16))
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    caption: Mapped[str | None] = mapped_column(Text)
+    excluded: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+
+    status: Mapped[str] = mapped_column(String(16), default=PhotoStatus.pending, nullable=False)
+    error: Mapped[str | None] = mapped_column(Text)
+    analyzed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    analysis_attempts: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+
+    # Filled by the analysis step.
+    verdict: Mapped[str | None] = mapped_column(String(16))
+    reasons: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list, nullable=False)
+    face_count: Mapped[int | None] = mapped_column(Integer)
+    face_box: Mapped[list[int] | None] = mapped_column(JSON)
+    pose: Mapped[str | None] = mapped_column(String(16))
+    shot: Mapped[str | None] = mapped_column(String(16))
+    sharpness: Mapped[float | None] = mapped_column(Float)
+    brightness: Mapped[float | None] = mapped_column(Float)
+    duplicate_of: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    identity_distance: Mapped[float | None] = mapped_column(Float)
+    selected: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+    has_crop: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
