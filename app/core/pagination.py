@@ -1,0 +1,43 @@
+"""Cursor pagination: every list answers `{"items": [...], "next_cursor": ...}`.
+
+Ids are time-ordered UUIDs, so the cursor is simply the last id of the page.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Generic, TypeVar
+
+from fastapi import Query
+from pydantic import BaseModel
+
+from app.core.errors import BadRequest
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    next_cursor: str | None = None
+
+
+class PageParams:
+    def __init__(
+        self,
+        limit: Annotated[int, Query(ge=1, le=1000, description="Items per page")] = 100,
+        cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page")] = None,
+    ) -> None:
+        self.limit = limit
+        try:
+            self.after = uuid.UUID(cursor) if cursor else None
+        except ValueError:
+            raise BadRequest(
+                "The cursor is not valid.",
+                code="invalid_cursor",
+                hint="Pass the `next_cursor` value of the previous page unchanged.",
+            ) from None
+
+
+def next_cursor(rows: list, limit: int) -> str | None:
+    """The cursor for the page after `rows`, which was fetched with limit + 1."""
+    return str(rows[limit - 1].id) if len(rows) > limit else None

@@ -1,0 +1,63 @@
+"""The FastAPI application."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app import __version__
+from app.core.db import check_schema, get_engine, session_factory
+from app.core.errors import install_error_handlers
+from app.core.limits import BodySizeLimit
+from app.core.metrics import MetricsMiddleware
+from app.core.queue import make_celery
+from app.core.settings import Settings, get_settings
+from app.core.storage import get_storage
+from app.health.router import router as health_router
+from app.photos.ingest import allow_pillow_pixels
+from app.photos.router import router as photos_router
+from app.subjects.router import router as subjects_router
+from app.users.router import router as users_router
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app for `settings`; refuses to start on an unmigrated database."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        check_schema(app.state.engine)
+        app.state.storage.ensure()
+        threads = settings.upload_threads or os.cpu_count() or 2
+        app.state.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ingest")
+        try:
+            yield
+        finally:
+            app.state.executor.shutdown(wait=True)
+
+    app = FastAPI(
+        title="Lookalike",
+        version=__version__,
+        description="Train a personal face LoRA from your photos, on hardware you control.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = get_engine(settings)
+    app.state.session_factory = session_factory(settings)
+    app.state.storage = get_storage(settings)
+    app.state.celery = make_celery(settings, name="lookalike-api")  # for readiness; tasks go through app.core.queue
+    allow_pillow_pixels(settings.max_image_pixels)
+
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(MetricsMiddleware)
+    for router in (health_router, users_router, subjects_router, photos_router):
+        app.include_router(router)
+    return app

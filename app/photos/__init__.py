@@ -1,0 +1,1 @@
+"""Photos: upload, list, edit, delete, and the stored image variants."""

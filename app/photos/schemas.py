@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Reason(BaseModel):
+    code: str
+    message: str
+
+
+class PhotoRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    subject_id: uuid.UUID
+    filename: str = Field(description="As uploaded; for archives the zip's name and the path inside it")
+    status: str = Field(description="pending | analyzed | failed")
+    error: str | None = None
+    source_format: str = Field(description="What the uploaded bytes were: JPEG, PNG, WebP or HEIC")
+    format: str | None = Field(None, description="Stored format, recorded by analysis")
+    size_bytes: int = Field(description="Size of the uploaded file")
+    width: int | None = None
+    height: int | None = None
+    caption: str | None = None
+    excluded: bool = False
+    selected: bool = False
+    verdict: str | None = Field(None, description="accepted | warning | rejected, once analysed")
+    reasons: list[Reason] = []
+    face_count: int | None = None
+    face_box: list[int] | None = None
+    pose: str | None = None
+    shot: str | None = None
+    sharpness: float | None = None
+    brightness: float | None = None
+    duplicate_of: uuid.UUID | None = None
+    identity_distance: float | None = None
+    created_at: datetime
+    analyzed_at: datetime | None = None
+    urls: dict[str, str]
+
+
+class RejectedFile(BaseModel):
+    filename: str
+    error: dict[str, Any]
+
+
+class UploadResult(BaseModel):
+    photos: list[PhotoRead]
+    rejected: list[RejectedFile]
+
+
+class PhotoUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    caption: str | None = Field(default=None, max_length=1000, description="Empty string or null clears it")
+    excluded: bool | None = None

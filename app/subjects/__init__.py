@@ -1,0 +1,1 @@
+"""Subjects: the people models are trained on."""

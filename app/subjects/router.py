@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Response, status
+
+from app.core.deps import DB, AppStorage, CurrentUser
+from app.core.pagination import Page, PageParams, next_cursor
+from app.subjects import service
+from app.subjects.schemas import SubjectCreate, SubjectRead
+
+router = APIRouter(prefix="/v1/subjects", tags=["subjects"])
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=SubjectRead)
+def create_subject(data: SubjectCreate, session: DB, user: CurrentUser) -> SubjectRead:
+    """Create a subject: the person a model will be trained on."""
+    subject = service.create_subject(session, user=user, data=data)
+    return service.to_read(subject, service.photo_counts(session, [subject.id])[subject.id])
+
+
+@router.get("", response_model=Page[SubjectRead])
+def list_subjects(session: DB, user: CurrentUser, page: Annotated[PageParams, Depends()]) -> Page[SubjectRead]:
+    """The caller's subjects, oldest first."""
+    rows = service.list_subjects(session, user=user, after=page.after, limit=page.limit)
+    shown = rows[: page.limit]
+    counts = service.photo_counts(session, [s.id for s in shown])
+    return Page(items=[service.to_read(s, counts[s.id]) for s in shown], next_cursor=next_cursor(rows, page.limit))
+
+
+@router.get("/{subject_id}", response_model=SubjectRead)
+def get_subject(subject_id: uuid.UUID, session: DB, user: CurrentUser) -> SubjectRead:
+    subject = service.get_subject(session, user=user, subject_id=subject_id)
+    return service.to_read(subject, service.photo_counts(session, [subject.id])[subject.id])
+
+
+@router.delete("/{subject_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_subject(subject_id: uuid.UUID, session: DB, user: CurrentUser, storage: AppStorage) -> Response:
+    """Delete the subject, its photos and every stored file of them."""
+    subject = service.get_subject(session, user=user, subject_id=subject_id)
+    service.delete_subject(session, subject=subject, storage=storage)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
