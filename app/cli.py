@@ -1,0 +1,246 @@
+"""The `lookalike` command: run the service, migrate the database, manage users and keys."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+import click
+
+from app.core.settings import get_settings
+
+
+def _fail(message: str) -> None:
+    click.secho(message, fg="red", err=True)
+    sys.exit(1)
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(
+        level=get_settings().log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # the schema check is not news
+
+
+def _require_schema() -> None:
+    from app.core.db import SchemaOutOfDate, check_schema, get_engine
+
+    try:
+        check_schema(get_engine())
+    except SchemaOutOfDate as exc:
+        _fail(str(exc))
+
+
+@click.group()
+def main() -> None:
+    """Lookalike: train a personal face model on hardware you control."""
+
+
+@main.command()
+@click.option("--revision", default="head", show_default=True, help="Alembic revision to upgrade to.")
+def migrate(revision: str) -> None:
+    """Create or upgrade the database schema."""
+    from app.core.db import current_revision, get_engine
+    from app.core.db import migrate as run_migrations
+
+    settings = get_settings()
+    run_migrations(settings.resolved_database_url, revision)
+    click.echo(f"database at revision {current_revision(get_engine())}")
+
+
+# --- running ---------------------------------------------------------------------------------------
+
+
+def _run_api(host: str, port: int, workers: int = 1) -> None:
+    import uvicorn
+
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=get_settings().log_level.lower(),
+        proxy_headers=True,
+    )
+
+
+def _worker_argv(queues: str, concurrency: int, pool: str | None) -> list[str]:
+    settings = get_settings()
+    argv = ["worker", "--queues", queues, "--concurrency", str(concurrency), "--loglevel", settings.log_level.upper()]
+    if pool:
+        argv += ["--pool", pool]
+    if settings.is_embedded_broker:
+        # The filesystem transport has no fan-out: no gossip, mingle or heartbeats.
+        argv += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
+    return argv
+
+
+@main.command()
+@click.option("--host", default=None, help="Interface to listen on [LOOKALIKE_HOST].")
+@click.option("--port", type=int, default=None, help="Port [LOOKALIKE_PORT].")
+@click.option("--workers", type=int, default=1, show_default=True, help="Uvicorn worker processes.")
+def api(host: str | None, port: int | None, workers: int) -> None:
+    """Run the HTTP API only (production: workers run separately)."""
+    _setup_logging()
+    _require_schema()
+    settings = get_settings()
+    _run_api(host or settings.host, port or settings.port, workers)
+
+
+@main.command()
+@click.option("--queues", default="cpu,gpu", show_default=True, help="Comma-separated queues to consume.")
+@click.option("--concurrency", type=int, default=None, help="Worker processes [LOOKALIKE_WORKER_CONCURRENCY].")
+@click.option("--pool", default=None, help="Celery pool (prefork, solo, threads).")
+def worker(queues: str, concurrency: int | None, pool: str | None) -> None:
+    """Run a Celery worker."""
+    _require_schema()
+    from worker.celery_app import celery_app
+
+    celery_app.worker_main(_worker_argv(queues, concurrency or get_settings().worker_concurrency, pool))
+
+
+@main.command()
+@click.option("--host", default=None, help="Interface to listen on [LOOKALIKE_HOST].")
+@click.option("--port", type=int, default=None, help="Port [LOOKALIKE_PORT].")
+def serve(host: str | None, port: int | None) -> None:
+    """Run the API and a worker together (embedded mode); Ctrl-C stops both."""
+    _setup_logging()
+    _require_schema()
+    settings = get_settings()
+    log = logging.getLogger("lookalike.serve")
+    cmd = [sys.executable, "-m", "app.cli", "worker", "--queues", "cpu,gpu"]
+    # Its own session: Ctrl-C reaches only us, and we stop the worker in order after the API.
+    child = subprocess.Popen(cmd, start_new_session=True)
+    stopping = threading.Event()
+
+    def watch() -> None:
+        code = child.wait()
+        if not stopping.is_set():
+            log.error("the worker exited unexpectedly (code %s); stopping the service", code)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, daemon=True).start()
+    click.echo(f"Lookalike on http://{host or settings.host}:{port or settings.port} (data in {settings.data_dir})")
+    try:
+        _run_api(host or settings.host, port or settings.port)
+    finally:
+        stopping.set()
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)  # Celery's warm shutdown: finish the current task
+            try:
+                child.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+        click.echo("stopped")
+
+
+# --- users and keys ----------------------------------------------------------------------------
+
+
+def _session():  # noqa: ANN202
+    from app.core.db import session_scope
+
+    _require_schema()
+    return session_scope()
+
+
+def _app_errors(fn):  # noqa: ANN001, ANN202
+    from functools import wraps
+
+    from app.core.errors import AppError
+
+    @wraps(fn)
+    def wrapper(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        try:
+            return fn(*args, **kwargs)
+        except AppError as exc:
+            _fail(f"{exc.message}" + (f"\n{exc.hint}" if exc.hint else ""))
+
+    return wrapper
+
+
+@main.group()
+def users() -> None:
+    """Manage users."""
+
+
+@users.command("create")
+@click.argument("email")
+@_app_errors
+def users_create(email: str) -> None:
+    """Create a user and print their API key (shown only this once)."""
+    from app.users.service import create_user
+
+    with _session() as session:
+        user, key = create_user(session, email=email)
+        user_id = user.id
+    click.echo(f"user {user_id} <{email.strip().lower()}>", err=True)
+    click.echo("API key (shown once, keep it safe):", err=True)
+    click.echo(key)
+
+
+@users.command("list")
+def users_list() -> None:
+    """List users with their number of active keys."""
+    from app.users.service import list_users
+
+    with _session() as session:
+        for user, active in list_users(session):
+            click.echo(f"{user.id}  {user.email}  keys={active}  created={user.created_at:%Y-%m-%d %H:%M}")
+
+
+@main.group()
+def keys() -> None:
+    """Manage API keys."""
+
+
+@keys.command("create")
+@click.argument("email")
+@click.option("--name", default=None, help="A label to recognise the key by.")
+@_app_errors
+def keys_create(email: str, name: str | None) -> None:
+    """Create another API key for a user (shown only this once)."""
+    from app.users.service import create_key
+
+    with _session() as session:
+        row, key = create_key(session, email=email, name=name)
+        key_id = row.id
+    click.echo(f"key {key_id}", err=True)
+    click.echo(key)
+
+
+@keys.command("list")
+@click.argument("email")
+@_app_errors
+def keys_list(email: str) -> None:
+    """List a user's keys (ids and prefixes; the keys themselves are not stored)."""
+    from app.users.service import list_keys
+
+    with _session() as session:
+        for key in list_keys(session, email=email):
+            state = f"revoked {key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "active"
+            used = f"{key.last_used_at:%Y-%m-%d %H:%M}" if key.last_used_at else "never"
+            click.echo(f"{key.id}  {key.prefix}…  {key.name or '-'}  {state}  last used {used}")
+
+
+@keys.command("revoke")
+@click.argument("key")
+@_app_errors
+def keys_revoke(key: str) -> None:
+    """Revoke a key, given its id, its prefix or the key itself."""
+    from app.users.service import revoke_key
+
+    with _session() as session:
+        row = revoke_key(session, ident=key)
+        key_id = row.id
+    click.echo(f"revoked {key_id}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Celery workers: one package per step a user sees (analysis, training, assessment, generation, notify)."""

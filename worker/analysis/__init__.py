@@ -1,0 +1,1 @@
+"""Step 3 of the user's journey: analyse every uploaded photo."""
