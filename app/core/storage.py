@@ -32,6 +32,13 @@ def check_key(key: str) -> str:
     return key
 
 
+def check_prefix(prefix: str) -> str:
+    """A prefix is empty (everything) or a valid key, optionally ending in '/'."""
+    if prefix:
+        check_key(prefix[:-1] if prefix.endswith("/") else prefix)
+    return prefix
+
+
 def user_prefix(user_id: uuid.UUID) -> str:
     return f"users/{user_id}/"
 
@@ -106,13 +113,13 @@ class LocalStorage(Storage):
     def get(self, key: str) -> bytes:
         try:
             return self._path(key).read_bytes()
-        except FileNotFoundError:
+        except _MISSING:
             raise ObjectNotFound(key) from None
 
     def iter_chunks(self, key: str, chunk_size: int = CHUNK) -> Iterator[bytes]:
         try:
             fh = self._path(key).open("rb")
-        except FileNotFoundError:
+        except _MISSING:
             raise ObjectNotFound(key) from None
         return _file_chunks(fh, chunk_size)
 
@@ -126,14 +133,19 @@ class LocalStorage(Storage):
 
     def delete_prefix(self, prefix: str) -> int:
         keys = self.list(prefix)
-        target = self.root / prefix.rstrip("/") if prefix.endswith("/") else None
         for key in keys:
-            self._path(key).unlink(missing_ok=True)
-        if target is not None and target.is_dir():
-            shutil.rmtree(target, ignore_errors=True)
+            path = self._path(key)
+            path.unlink(missing_ok=True)
+            self._prune(path.parent)
+        if prefix.endswith("/"):
+            target = self.root / prefix.rstrip("/")
+            if target.is_dir():  # leftovers such as temp files of interrupted writes
+                shutil.rmtree(target, ignore_errors=True)
+                self._prune(target.parent)
         return len(keys)
 
     def list(self, prefix: str) -> list[str]:
+        check_prefix(prefix)
         base = self.root / prefix.rsplit("/", 1)[0] if "/" in prefix else self.root
         if not base.is_dir():
             return []
@@ -159,6 +171,9 @@ class LocalStorage(Storage):
             except OSError:
                 return
             folder = folder.parent
+
+
+_MISSING = (FileNotFoundError, IsADirectoryError, NotADirectoryError)
 
 
 def _file_chunks(fh, chunk_size: int) -> Iterator[bytes]:  # noqa: ANN001
@@ -244,6 +259,7 @@ class S3Storage(Storage):
         return len(keys)
 
     def list(self, prefix: str) -> list[str]:
+        check_prefix(prefix)
         keys: list[str] = []
         paginator = self.client.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
