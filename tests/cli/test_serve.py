@@ -1,0 +1,101 @@
+"""`lookalike serve` on the embedded defaults: a real server and worker, driven over HTTP, stopped by Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.helpers import fixture_bytes, wait_for, zip_bytes
+
+BIN = Path(sys.executable).parent / "lookalike"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    state = subprocess.run(["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True).stdout.strip()
+    return bool(state) and not state.startswith("Z")
+
+
+@pytest.fixture
+def embedded_env(tmp_path):
+    """Only the embedded defaults: no database, broker or storage settings from the outside."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOKALIKE_")}
+    env.update(
+        LOOKALIKE_DATA_DIR=str(tmp_path / "data"), LOOKALIKE_PORT=str(_free_port()), LOOKALIKE_LOG_LEVEL="WARNING"
+    )
+    return env
+
+
+def test_serve_walkthrough_and_clean_stop(embedded_env):
+    """Migrate, create a user, start, upload a zip with captions, see sizes, then Ctrl-C stops API and worker."""
+    run = lambda *args: subprocess.run([str(BIN), *args], env=embedded_env, capture_output=True, text=True, timeout=120)  # noqa: E731
+    assert run("migrate").returncode == 0
+    created = run("users", "create", "walk@example.com")
+    assert created.returncode == 0, created.stderr
+    headers = {"Authorization": f"Bearer {created.stdout.strip()}"}
+    base = f"http://127.0.0.1:{embedded_env['LOOKALIKE_PORT']}"
+
+    server = subprocess.Popen([str(BIN), "serve"], env=embedded_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: _get(base + "/readyz"), timeout=60, interval=0.2)
+        worker_pids = _children(server.pid)
+        assert worker_pids, "serve started no worker process"
+        with httpx.Client(base_url=base, headers=headers, timeout=30) as http:
+            subject = http.post("/v1/subjects", json={"name": "Barack", "class_word": "man", "consent": True}).json()
+            archive = zip_bytes(
+                {
+                    "obama.jpg": fixture_bytes("obama.jpg"),
+                    "obama.txt": b"in a suit",
+                    "obama2.jpg": fixture_bytes("obama2.jpg"),
+                }
+            )
+            upload = http.post(f"/v1/subjects/{subject['id']}/photos", files=[("files", ("set.zip", archive))])
+            assert upload.status_code == 202, upload.text
+
+            def analyzed():
+                items = http.get(f"/v1/subjects/{subject['id']}/photos").json()["items"]
+                return items if all(p["status"] == "analyzed" for p in items) else None
+
+            items = wait_for(analyzed, timeout=60, interval=0.2)
+        sizes = {p["filename"]: (p["width"], p["height"], p["caption"]) for p in items}
+        assert sizes == {"set.zip/obama.jpg": (910, 1137, "in a suit"), "set.zip/obama2.jpg": (626, 1200, None)}
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            output = server.communicate(timeout=90)[0].decode(errors="replace")
+        except subprocess.TimeoutExpired:
+            server.kill()
+            raise
+    assert server.returncode == 0, output
+    assert "stopped" in output
+    assert not any(_alive(pid) for pid in worker_pids), "the worker outlived serve"
+
+
+def _get(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        time.sleep(0.1)
+        return False

@@ -1,0 +1,204 @@
+"""Test harness: real servers when the CI variables are set, embedded defaults otherwise.
+
+- LOOKALIKE_TEST_DATABASE_URL (Postgres): a fresh database is created for the run and
+  dropped after it; otherwise a SQLite file in a temp folder.
+- LOOKALIKE_TEST_REDIS_URL: the broker, with a key prefix unique to the run; otherwise
+  Celery's filesystem transport.
+The schema is built with `alembic upgrade head`; a real Celery worker consumes the queues
+in a thread, and tests drive the API over HTTP as a user would.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import delete
+from sqlalchemy.engine import make_url
+
+FIXTURES = Path(__file__).parent / "fixtures"
+RUN_ID = uuid.uuid4().hex[:10]
+
+
+def _create_pg_database(server_url: str) -> str:
+    import psycopg
+
+    from app.core.db import normalize_url
+
+    url = make_url(normalize_url(server_url))
+    name = f"lookalike_test_{RUN_ID}"
+    with psycopg.connect(_libpq(url), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return url.set(database=name).render_as_string(hide_password=False)
+
+
+def _drop_pg_database(server_url: str, name: str) -> None:
+    import psycopg
+
+    from app.core.db import normalize_url
+
+    url = make_url(normalize_url(server_url))
+    with psycopg.connect(_libpq(url), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _libpq(url) -> str:  # noqa: ANN001
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Process-wide settings for the run, exported as LOOKALIKE_* variables."""
+    from app.core import queue
+    from app.core.db import dispose_engines, migrate
+    from app.core.settings import get_settings
+
+    data = tmp_path_factory.mktemp("data")
+    env = {"LOOKALIKE_DATA_DIR": str(data)}
+    pg_server = os.environ.get("LOOKALIKE_TEST_DATABASE_URL")
+    redis_url = os.environ.get("LOOKALIKE_TEST_REDIS_URL")
+    if pg_server:
+        env["LOOKALIKE_DATABASE_URL"] = _create_pg_database(pg_server)
+    if redis_url:
+        env["LOOKALIKE_BROKER_URL"] = redis_url
+        env["LOOKALIKE_BROKER_KEY_PREFIX"] = f"lookalike-test-{RUN_ID}:"
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    get_settings.cache_clear()
+    queue.reset_client()
+    current = get_settings()
+    migrate(current.resolved_database_url)
+    try:
+        yield current
+    finally:
+        dispose_engines()
+        if pg_server:
+            _drop_pg_database(pg_server, make_url(env["LOOKALIKE_DATABASE_URL"]).database)
+        if redis_url:
+            _purge_redis(redis_url, env["LOOKALIKE_BROKER_KEY_PREFIX"])
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        get_settings.cache_clear()
+        queue.reset_client()
+
+
+def _purge_redis(url: str, prefix: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    keys = list(client.scan_iter(match=f"{prefix}*"))
+    if keys:
+        client.delete(*keys)
+
+
+@pytest.fixture(scope="session")
+def celery_worker(settings: Any) -> Iterator[Any]:
+    """A real Celery worker consuming the cpu and gpu queues in a thread of this process."""
+    from celery.contrib.testing.worker import start_worker
+
+    from worker.celery_app import celery_app
+
+    with start_worker(
+        celery_app,
+        pool="solo",
+        concurrency=1,
+        perform_ping_check=False,
+        loglevel="WARNING",
+        shutdown_timeout=30,
+        queues=["cpu", "gpu"],
+    ) as worker:
+        yield worker
+
+
+@pytest.fixture(scope="session")
+def app(settings: Any) -> Any:
+    from app.main import create_app
+
+    return create_app(settings)
+
+
+@pytest.fixture(scope="session")
+def client(app: Any, celery_worker: Any) -> Iterator[Any]:
+    from fastapi.testclient import TestClient
+
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def storage(settings: Any) -> Any:
+    from app.core.storage import get_storage
+
+    return get_storage(settings)
+
+
+@pytest.fixture
+def db(settings: Any) -> Iterator[Any]:
+    """A session for asserting on what landed in the database."""
+    from app.core.db import session_factory
+
+    session = session_factory(settings)()
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+@pytest.fixture(autouse=True)
+def _clean_slate(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every test starts with no users, subjects, photos or stored files."""
+    yield
+    if "settings" not in request.fixturenames:
+        return
+    settings = request.getfixturevalue("settings")
+    from app.core.db import session_factory, session_scope
+    from app.db import ApiKey, Photo, Subject, User
+
+    with session_scope(session_factory(settings)) as session:
+        for table in (Photo, Subject, ApiKey, User):
+            session.execute(delete(table))
+    shutil.rmtree(settings.data_dir / "storage", ignore_errors=True)
+
+
+class Account:
+    """A user with an API key, and the headers that authenticate as them."""
+
+    def __init__(self, user_id: uuid.UUID, email: str, key: str) -> None:
+        self.id, self.email, self.key = user_id, email, key
+        self.headers = {"Authorization": f"Bearer {key}"}
+
+
+@pytest.fixture
+def make_account(settings: Any) -> Callable[[str], Account]:
+    from app.core.db import session_factory, session_scope
+    from app.users.service import create_user
+
+    def make(email: str | None = None) -> Account:
+        email = email or f"user-{uuid.uuid4().hex[:8]}@example.com"
+        with session_scope(session_factory(settings)) as session:
+            user, key = create_user(session, email=email)
+            return Account(user.id, user.email, key)
+
+    return make
+
+
+@pytest.fixture
+def account(make_account: Callable[[str], Account]) -> Account:
+    return make_account()
+
+
+@pytest.fixture
+def subject(client: Any, account: Account) -> dict[str, Any]:
+    response = client.post(
+        "/v1/subjects", json={"name": "Barack", "class_word": "man", "consent": True}, headers=account.headers
+    )
+    assert response.status_code == 201, response.text
+    return response.json()
