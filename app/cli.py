@@ -115,8 +115,11 @@ def serve(host: str | None, port: int | None) -> None:
     log = logging.getLogger("lookalike.serve")
     cmd = [sys.executable, "-m", "app.cli", "worker", "--queues", "cpu,gpu"]
     # Its own session: Ctrl-C reaches only us, and we stop the worker in order after the API.
-    child = subprocess.Popen(cmd, start_new_session=True)
+    child = subprocess.Popen(cmd, start_new_session=True, preexec_fn=_die_with_parent)
     stopping = threading.Event()
+    # uvicorn re-raises the signal that stopped it once it has restored the previous handler;
+    # SIGTERM's default action would end us before the `finally` that stops the worker.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
 
     def watch() -> None:
         code = child.wait()
@@ -138,6 +141,19 @@ def serve(host: str | None, port: int | None) -> None:
                 child.kill()
                 child.wait()
         click.echo("stopped")
+
+
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _die_with_parent() -> None:
+    """In the worker child: get SIGTERM if `serve` itself dies without cleaning up (Linux)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 # --- users and keys ----------------------------------------------------------------------------

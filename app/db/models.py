@@ -102,4 +102,5 @@ class Photo(IdMixin, TimestampMixin, Base):
     duplicate_of: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     identity_distance: Mapped[float | None] = mapped_column(Float)
     selected: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+    has_thumb: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
     has_crop: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)

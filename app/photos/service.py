@@ -256,10 +256,8 @@ def _prepare_and_store(
     finally:
         cand.data = b""  # the raw bytes (with their metadata) are not needed any more
     original = photo_key(user.id, subject.id, photo_id, "original", prepared.original_ext)
-    thumb = photo_key(user.id, subject.id, photo_id, "thumb", "jpg")
     storage.put(original, prepared.original, content_type=prepared.original_type)
-    storage.put(thumb, prepared.thumb, content_type="image/jpeg")
-    return _Stored(photo_id, prepared, [original, thumb])
+    return _Stored(photo_id, prepared, [original])
 
 
 def _delete_keys(storage: Storage, keys: list[str]) -> None:
@@ -276,7 +274,8 @@ def image_url(photo: Photo, variant: str) -> str:
 
 
 def to_read(photo: Photo) -> PhotoRead:
-    urls = {v: image_url(photo, v) for v in VARIANTS if v != "crop" or photo.has_crop}
+    made = {"original": True, "thumb": photo.has_thumb, "crop": photo.has_crop}
+    urls = {v: image_url(photo, v) for v in VARIANTS if made[v]}
     return PhotoRead(
         id=photo.id,
         subject_id=photo.subject_id,
@@ -347,11 +346,11 @@ def delete_photo(session: Session, *, photo: Photo, storage: Storage) -> None:
 
 def image_key(photo: Photo, variant: str) -> str:
     """The storage key of a variant; NotFound if that variant does not exist (yet)."""
-    if variant == "crop" and not photo.has_crop:
+    if (variant == "crop" and not photo.has_crop) or (variant == "thumb" and not photo.has_thumb):
         raise NotFound(
-            "This photo has no training crop yet.",
+            f"This photo has no {variant} yet.",
             code="variant_not_available",
-            hint="The crop is made when the photo is analysed; try `original` or `thumb`.",
+            hint="Thumbnails and crops are made when the photo is analysed; the original is always there.",
         )
     ext = photo.stored_ext if variant == "original" else "jpg"
     return photo_key(photo.user_id, photo.subject_id, photo.id, variant, ext)

@@ -85,6 +85,7 @@ def upgrade() -> None:
         sa.Column("duplicate_of", sa.Uuid(), nullable=True),
         sa.Column("identity_distance", sa.Float(), nullable=True),
         sa.Column("selected", sa.Boolean(), nullable=False),
+        sa.Column("has_thumb", sa.Boolean(), nullable=False),
         sa.Column("has_crop", sa.Boolean(), nullable=False),
         sa.Column("id", sa.Uuid(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),

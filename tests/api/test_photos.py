@@ -6,7 +6,7 @@ import io
 
 from PIL import Image
 
-from tests.helpers import jpeg_bytes
+from tests.helpers import jpeg_bytes, wait_until_analyzed
 
 
 def _upload(client, account, subject_id, n=1):
@@ -48,7 +48,12 @@ def test_image_variants(client, account, subject):
     original = client.get(base, headers=account.headers)
     assert original.status_code == 200 and original.headers["content-type"] == "image/jpeg"
     assert Image.open(io.BytesIO(original.content)).size == (320, 240)
-    assert client.get(base, params={"variant": "thumb"}, headers=account.headers).status_code == 200
+    early = client.get(base, params={"variant": "thumb"}, headers=account.headers)
+    if early.status_code == 404:  # the worker makes it; it may already have
+        assert early.json()["error"]["code"] == "variant_not_available"
+    (analyzed,) = wait_until_analyzed(client, account, subject["id"], 1)
+    assert set(analyzed["urls"]) == {"original", "thumb"}
+    assert client.get(analyzed["urls"]["thumb"], headers=account.headers).status_code == 200
     crop = client.get(base, params={"variant": "crop"}, headers=account.headers)
     assert crop.status_code == 404 and crop.json()["error"]["code"] == "variant_not_available"
     assert client.get(base, params={"variant": "huge"}, headers=account.headers).status_code == 422

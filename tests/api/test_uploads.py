@@ -121,7 +121,7 @@ def test_metadata_is_stripped_from_everything_stored_and_served(client, account,
     assert b"SecretCam" in data and b"SecretXMP" in data
     response = _upload(client, account, subject["id"], [("gps.jpg", data)])
     assert response.status_code == 202, response.text
-    photo = response.json()["photos"][0]
+    (photo,) = wait_until_analyzed(client, account, subject["id"], 1)
     for variant in ("original", "thumb"):
         served = _image(client, account, photo, variant).content
         assert b"SecretCam" not in served and b"SecretXMP" not in served and b"TellTale" not in served
@@ -139,20 +139,19 @@ def test_exif_orientation_is_applied(client, account, subject):
     exif[0x0112] = 6  # Orientation: rotate 90 CW to display
     response = _upload(client, account, subject["id"], [("sideways.jpg", jpeg_bytes(400, 200, exif=exif))])
     assert response.status_code == 202, response.text
-    photo = response.json()["photos"][0]
+    (photo,) = wait_until_analyzed(client, account, subject["id"], 1)
+    assert (photo["width"], photo["height"]) == (200, 400)
     with Image.open(io.BytesIO(_image(client, account, photo).content)) as img:
         assert img.size == (200, 400)
         assert img.getexif().get(0x0112) is None
     with Image.open(io.BytesIO(_image(client, account, photo, "thumb").content)) as thumb:
         assert thumb.size[1] > thumb.size[0]
-    (analyzed,) = wait_until_analyzed(client, account, subject["id"], 1)
-    assert (analyzed["width"], analyzed["height"]) == (200, 400)
 
 
 def test_thumbnail_is_small_and_flattened(client, account, subject, settings):
     """Thumbnails fit the configured size and are JPEG even for transparent sources."""
-    response = _upload(client, account, subject["id"], [("rgba.png", fixture_bytes("obama_rgba.png"))])
-    photo = response.json()["photos"][0]
+    assert _upload(client, account, subject["id"], [("rgba.png", fixture_bytes("obama_rgba.png"))]).status_code == 202
+    (photo,) = wait_until_analyzed(client, account, subject["id"], 1)
     with Image.open(io.BytesIO(_image(client, account, photo, "thumb").content)) as thumb:
         assert thumb.format == "JPEG"
         assert max(thumb.size) == settings.thumb_size

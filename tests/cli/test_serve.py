@@ -99,3 +99,25 @@ def _get(url: str) -> bool:
     except httpx.HTTPError:
         time.sleep(0.1)
         return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_worker_never_outlives_serve(embedded_env, sig):
+    """A stop by SIGTERM (orchestrators) ends the worker too; so does serve being killed outright."""
+    assert subprocess.run([str(BIN), "migrate"], env=embedded_env, capture_output=True, timeout=120).returncode == 0
+    base = f"http://127.0.0.1:{embedded_env['LOOKALIKE_PORT']}"
+    server = subprocess.Popen(
+        [str(BIN), "serve"], env=embedded_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        wait_for(lambda: _get(base + "/readyz"), timeout=60, interval=0.2)
+        workers = _children(server.pid)
+        assert workers
+        server.send_signal(sig)
+        server.wait(timeout=90)
+        wait_for(lambda: not any(_alive(pid) for pid in workers), timeout=60, interval=0.2)
+    finally:
+        if server.poll() is None:
+            server.kill()
+    if sig == signal.SIGTERM:
+        assert server.returncode != -signal.SIGTERM, "serve died of the signal instead of stopping its worker"

@@ -127,8 +127,13 @@ def test_check_and_ensure(store: Storage) -> None:
 @pytest.mark.parametrize("key", INVALID_KEYS)
 def test_invalid_keys_rejected(store: Storage, key: str) -> None:
     """Every key-taking method refuses keys that could escape or be ambiguous."""
-    for call in (lambda: store.put(key, b"x"), lambda: store.get(key), lambda: store.iter_chunks(key),
-                 lambda: store.exists(key), lambda: store.delete(key)):
+    for call in (
+        lambda: store.put(key, b"x"),
+        lambda: store.get(key),
+        lambda: store.iter_chunks(key),
+        lambda: store.exists(key),
+        lambda: store.delete(key),
+    ):
         with pytest.raises(ValueError):
             call()
     assert store.list("") == []
@@ -154,9 +159,15 @@ def test_storage_from_url_file(tmp_path: Path) -> None:
     assert (tmp_path / "blobs" / "a" / "b").read_bytes() == b"1"
 
 
-@pytest.mark.parametrize(("url", "bucket", "prefix"), [("s3://bkt", "bkt", ""), ("s3://bkt/", "bkt", ""),
-                                                      ("s3://bkt/base", "bkt", "base/"),
-                                                      ("s3://bkt/base/dir/", "bkt", "base/dir/")])
+@pytest.mark.parametrize(
+    ("url", "bucket", "prefix"),
+    [
+        ("s3://bkt", "bkt", ""),
+        ("s3://bkt/", "bkt", ""),
+        ("s3://bkt/base", "bkt", "base/"),
+        ("s3://bkt/base/dir/", "bkt", "base/dir/"),
+    ],
+)
 def test_storage_from_url_s3(url: str, bucket: str, prefix: str) -> None:
     """s3://bucket/prefix makes an S3Storage with a normalised prefix."""
     store = storage_from_url(url, endpoint_url="http://127.0.0.1:9", region="eu-west-1")

@@ -18,9 +18,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.db import session_factory, session_scope
 from app.core.queue import ANALYZE_PHOTO
+from app.core.settings import get_settings
 from app.core.storage import ObjectNotFound, Storage, get_storage, photo_key
 from app.db import Photo, PhotoStatus
 from app.db.base import utcnow
+from app.photos.ingest import make_thumbnail
 
 log = logging.getLogger(__name__)
 
@@ -32,15 +34,19 @@ class Measured:
     format: str
     width: int
     height: int
+    thumb: bytes
 
 
-def measure(data: bytes) -> Measured:
-    """Format and upright size of a stored image (stored images are already upright)."""
+def measure(data: bytes, *, thumb_size: int) -> Measured:
+    """Format, size and thumbnail of a stored image (stored images are already upright)."""
     with Image.open(io.BytesIO(data)) as img:
-        return Measured(format=img.format or "unknown", width=img.width, height=img.height)
+        img.load()
+        return Measured(img.format or "unknown", img.width, img.height, make_thumbnail(img, thumb_size))
 
 
-def analyze_photo(photo_id: uuid.UUID, *, sessions: sessionmaker[Session], storage: Storage) -> str:
+def analyze_photo(
+    photo_id: uuid.UUID, *, sessions: sessionmaker[Session], storage: Storage, thumb_size: int = 512
+) -> str:
     """Analyse one photo; returns the status it ended in (or why nothing was done)."""
     with session_scope(sessions) as session:
         photo = session.scalar(select(Photo).where(Photo.id == photo_id))
@@ -49,12 +55,15 @@ def analyze_photo(photo_id: uuid.UUID, *, sessions: sessionmaker[Session], stora
         if photo.status != PhotoStatus.pending:
             return f"already {photo.status}"
         key = photo_key(photo.user_id, photo.subject_id, photo.id, "original", photo.stored_ext)
+        thumb_key = photo_key(photo.user_id, photo.subject_id, photo.id, "thumb", "jpg")
         session.execute(update(Photo).where(Photo.id == photo_id).values(analysis_attempts=Photo.analysis_attempts + 1))
 
     try:
-        result = measure(storage.get(key))
+        result = measure(storage.get(key), thumb_size=thumb_size)
+        storage.put(thumb_key, result.thumb, content_type="image/jpeg")
         values = {
             "status": PhotoStatus.analyzed,
+            "has_thumb": True,
             "format": result.format,
             "width": result.width,
             "height": result.height,
@@ -88,6 +97,9 @@ def analyze_photo(photo_id: uuid.UUID, *, sessions: sessionmaker[Session], stora
 )
 def analyze_photo_task(self, photo_id: str) -> str:  # noqa: ANN001
     """Celery entry point: ids in, never objects."""
-    outcome = analyze_photo(uuid.UUID(photo_id), sessions=session_factory(), storage=get_storage())
+    settings = get_settings()
+    outcome = analyze_photo(
+        uuid.UUID(photo_id), sessions=session_factory(), storage=get_storage(), thumb_size=settings.thumb_size
+    )
     log.info("photos.analyze %s: %s", photo_id, outcome)
     return outcome
