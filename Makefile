@@ -5,6 +5,9 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# Where this machine keeps the CPU build of torch, if it has one (our dev and CI machines do).
+WHEELS := $(wildcard /opt/wheels)
+PIP    := $(BIN)/pip $(if $(WHEELS),--find-links $(WHEELS))
 
 .PHONY: run test venv lint bench clean
 
@@ -15,8 +18,8 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip "setuptools>=69,<81" wheel
-	$(BIN)/pip install --quiet -e ".[api,worker,dev]"
-	$(BIN)/pip install --quiet --no-deps "face_recognition==1.3.0"
+	$(PIP) install --quiet -e ".[api,worker,dev]"
+	$(PIP) install --quiet --no-deps "face_recognition==1.3.0"
 	touch $@
 
 run: $(STAMP)
