@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # Where this machine keeps the CPU build of torch, if it has one (our dev and CI machines do).
 WHEELS := $(wildcard /opt/wheels)
-PIP    := $(BIN)/pip $(if $(WHEELS),--find-links $(WHEELS))
+INSTALL := $(BIN)/pip install --quiet $(if $(WHEELS),--find-links $(WHEELS))
 
 .PHONY: run test venv lint bench clean
 
@@ -18,8 +18,8 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip "setuptools>=69,<81" wheel
-	$(PIP) install --quiet -e ".[api,worker,dev]"
-	$(PIP) install --quiet --no-deps "face_recognition==1.3.0"
+	$(INSTALL) -e ".[api,worker,dev]"
+	$(INSTALL) --no-deps "face_recognition==1.3.0"
 	touch $@
 
 run: $(STAMP)

@@ -9,9 +9,9 @@ from fastapi import Depends, Header, Request
 from sqlalchemy.orm import Session
 
 from app.core.auth import authenticate
+from app.core.db import session_scope
 from app.core.settings import Settings
 from app.core.storage import Storage
-from app.core.tx import committed, rolled_back
 from app.db import User
 
 
@@ -22,17 +22,8 @@ def _db(request: Request) -> Iterator[Session]:
     a successful commit, and before the response is sent, so a client that reads right
     after a 202 sees the rows and the queued work.
     """
-    session: Session = request.app.state.session_factory()
-    try:
+    with session_scope(request.app.state.session_factory) as session:
         yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        rolled_back(session)
-        raise
-    finally:
-        session.close()
-    committed(session)
 
 
 # scope="function": the code after `yield` runs before the response goes out.

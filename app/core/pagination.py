@@ -6,10 +6,11 @@ Ids are time-ordered UUIDs, so the cursor is simply the last id of the page.
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Query
 from pydantic import BaseModel
+from sqlalchemy import Select
 
 from app.core.errors import BadRequest
 
@@ -36,6 +37,12 @@ class PageParams:
                 code="invalid_cursor",
                 hint="Pass the `next_cursor` value of the previous page unchanged.",
             ) from None
+
+
+def keyset(query: Select, id_column: Any, *, after: uuid.UUID | None, limit: int) -> Select:
+    """One page of `query` after the cursor, fetching one extra row to know if another page follows."""
+    query = query.order_by(id_column).limit(limit + 1)
+    return query.where(id_column > after) if after is not None else query
 
 
 def next_cursor(rows: list, limit: int) -> str | None:

@@ -260,6 +260,10 @@ def _too_many_pixels(name: str, settings: Settings, size: str = "too many pixels
     )
 
 
+def _damaged(name: str, what: str, exc: Exception) -> Rejected:
+    return Rejected("corrupt_image", f"{name} {what} ({exc}).", "Export the photo again from your camera or phone.")
+
+
 def too_big(filename: str, settings: Settings) -> Rejected:
     mib = settings.max_file_bytes // (1024 * 1024)
     return Rejected(
@@ -309,11 +313,7 @@ def prepare_image(candidate: Candidate, settings: Settings) -> Prepared:
             "not_an_image", f"{name} is not an image.", "Upload JPEG, PNG, WebP or HEIC photos.", status=415
         ) from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise Rejected(
-            "corrupt_image",
-            f"{name} could not be read as an image ({exc}).",
-            "Export the photo again from your camera or phone.",
-        ) from None
+        raise _damaged(name, "could not be read as an image", exc) from None
     fmt = ACCEPTED_FORMATS.get(img.format or "")
     if fmt is None:
         raise Rejected(
@@ -335,11 +335,7 @@ def prepare_image(candidate: Candidate, settings: Settings) -> Prepared:
         img.load()
         ImageOps.exif_transpose(img, in_place=True)  # in place: no 36 MB copy for upright photos
     except (OSError, SyntaxError, ValueError) as exc:
-        raise Rejected(
-            "corrupt_image",
-            f"{name} is truncated or damaged ({exc}).",
-            "Export the photo again from your camera or phone.",
-        ) from None
+        raise _damaged(name, "is truncated or damaged", exc) from None
 
     img = _to_srgb(img)
     if _has_alpha(img):

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from app.core.errors import AppError, BadRequest, NotFound
 from app.core.ids import new_id
+from app.core.pagination import keyset
 from app.core.queue import ANALYZE_PHOTO, enqueue
 from app.core.settings import Settings
 from app.core.storage import Storage, photo_key
@@ -320,9 +321,7 @@ def get_photo(session: Session, *, subject: Subject, photo_id: uuid.UUID) -> Pho
 def list_photos(
     session: Session, *, subject: Subject, after: uuid.UUID | None, limit: int, status: str | None
 ) -> list[Photo]:
-    query = select(Photo).where(Photo.subject_id == subject.id).order_by(Photo.id).limit(limit + 1)
-    if after is not None:
-        query = query.where(Photo.id > after)
+    query = keyset(select(Photo).where(Photo.subject_id == subject.id), Photo.id, after=after, limit=limit)
     if status is not None:
         query = query.where(Photo.status == status)
     return list(session.scalars(query))

@@ -8,6 +8,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from app.core.errors import NotFound, Unprocessable
+from app.core.pagination import keyset
 from app.core.storage import Storage
 from app.core.tx import after_commit
 from app.db import Photo, Subject, User
@@ -37,9 +38,7 @@ def get_subject(session: Session, *, user: User, subject_id: uuid.UUID) -> Subje
 
 
 def list_subjects(session: Session, *, user: User, after: uuid.UUID | None, limit: int) -> list[Subject]:
-    query = select(Subject).where(Subject.user_id == user.id).order_by(Subject.id).limit(limit + 1)
-    if after is not None:
-        query = query.where(Subject.id > after)
+    query = keyset(select(Subject).where(Subject.user_id == user.id), Subject.id, after=after, limit=limit)
     return list(session.scalars(query))
 
 
