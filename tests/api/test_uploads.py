@@ -187,3 +187,14 @@ def test_same_file_twice_is_kept_once(client, account, subject):
     assert [(r["filename"], r["error"]["code"]) for r in rejected] == [("copy.jpg", "duplicate_file")]
     assert first.json()["photos"][0]["id"] in rejected[0]["error"]["message"]
     assert len(list_all_photos(client, account, subject["id"])) == 2
+
+
+def test_heic_orientation_is_applied_once(client, account, subject):
+    """HEIC decoders rotate by themselves; the photo must not be turned a second time."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    heic = io.BytesIO()
+    Image.open(io.BytesIO(jpeg_bytes(400, 200))).save(heic, "HEIF", exif=exif.tobytes())
+    assert _upload(client, account, subject["id"], [("phone.heic", heic.getvalue())]).status_code == 202
+    (photo,) = wait_until_analyzed(client, account, subject["id"], 1)
+    assert (photo["width"], photo["height"]) == (200, 400)
