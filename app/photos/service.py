@@ -277,34 +277,8 @@ def image_url(photo: Photo, variant: str) -> str:
 def to_read(photo: Photo) -> PhotoRead:
     made = {"original": True, "thumb": photo.has_thumb, "crop": photo.has_crop}
     urls = {v: image_url(photo, v) for v in VARIANTS if made[v]}
-    return PhotoRead(
-        id=photo.id,
-        subject_id=photo.subject_id,
-        filename=photo.filename,
-        status=photo.status,
-        error=photo.error,
-        source_format=photo.source_format,
-        format=photo.format,
-        size_bytes=photo.size_bytes,
-        width=photo.width,
-        height=photo.height,
-        caption=photo.caption,
-        excluded=photo.excluded,
-        selected=photo.selected,
-        verdict=photo.verdict,
-        reasons=photo.reasons or [],
-        face_count=photo.face_count,
-        face_box=photo.face_box,
-        pose=photo.pose,
-        shot=photo.shot,
-        sharpness=photo.sharpness,
-        brightness=photo.brightness,
-        duplicate_of=photo.duplicate_of,
-        identity_distance=photo.identity_distance,
-        created_at=photo.created_at,
-        analyzed_at=photo.analyzed_at,
-        urls=urls,
-    )
+    fields = {name: getattr(photo, name) for name in PhotoRead.model_fields if name != "urls"}
+    return PhotoRead(**fields, urls=urls)
 
 
 def get_photo(session: Session, *, subject: Subject, photo_id: uuid.UUID) -> Photo:
