@@ -62,16 +62,6 @@ class Conflict(AppError):
     code = "conflict"
 
 
-class PayloadTooLarge(AppError):
-    status = 413
-    code = "payload_too_large"
-
-
-class UnsupportedMedia(AppError):
-    status = 415
-    code = "unsupported_media_type"
-
-
 class Unprocessable(AppError):
     status = 422
     code = "invalid_input"

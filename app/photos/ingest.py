@@ -32,7 +32,6 @@ except ImportError:  # pragma: no cover - pillow-heif is a core dependency
 
 # What Pillow calls the formats we accept. MPO is the multi-picture JPEG many phones write.
 ACCEPTED_FORMATS = {"JPEG": "JPEG", "MPO": "JPEG", "PNG": "PNG", "WEBP": "WebP", "HEIF": "HEIC"}
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".heic", ".heif"}
 ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 READ_CHUNK = 1024 * 1024
 THUMB_QUALITY = 85
