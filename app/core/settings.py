@@ -50,6 +50,13 @@ class Settings(BaseSettings):
     upload_threads: int = Field(default=0, ge=0)  # 0: one per CPU core
 
     thumb_size: int = Field(default=512, ge=32)
+
+    # Dataset review. 10 usable photos is the least that trains a recognisable face; 15-30 is
+    # what kohya guides, ai-toolkit and the hosted trainers ask for, so at most 30 are selected.
+    min_training_photos: int = Field(default=10, ge=1)
+    max_training_photos: int = Field(default=30, ge=1)
+    # dlib's encodings: photos of one person are usually under 0.6 apart (face_recognition's tolerance).
+    identity_threshold: float = Field(default=0.6, gt=0, lt=2)
     jpeg_quality: int = Field(default=95, ge=50, le=100)
 
     @field_validator("data_dir")

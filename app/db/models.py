@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text, Uuid
+from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, Uuid
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db.base import Base, IdMixin, TimestampMixin, UTCDateTime
@@ -51,6 +51,9 @@ class Subject(IdMixin, TimestampMixin, Base):
     name: Mapped[str] = mapped_column(String(100), nullable=False)
     class_word: Mapped[str] = mapped_column(String(32), nullable=False)
     consent_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    # Set by the subject review: the mean 128-d encoding (float32) of the largest cluster of faces.
+    identity: Mapped[bytes | None] = mapped_column(LargeBinary)
+    reviewed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class PhotoStatus(enum.StrEnum):
@@ -104,3 +107,13 @@ class Photo(IdMixin, TimestampMixin, Base):
     selected: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
     has_thumb: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
     has_crop: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+    # Analysis details the subject review and training read (boxes in stored-image pixels).
+    faces: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list, nullable=False)
+    face_index: Mapped[int | None] = mapped_column(Integer)  # which of `faces` is the subject
+    encodings: Mapped[bytes | None] = mapped_column(LargeBinary)  # float32, 128 per encoded face
+    signature: Mapped[bytes | None] = mapped_column(LargeBinary)  # see worker.analysis.measures
+    phash: Mapped[str | None] = mapped_column(String(16))
+    quality: Mapped[float | None] = mapped_column(Float)
+    crop_box: Mapped[list[int] | None] = mapped_column(JSON)
+    square_box: Mapped[list[int] | None] = mapped_column(JSON)
+    auto_caption: Mapped[str | None] = mapped_column(Text)
