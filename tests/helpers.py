@@ -9,6 +9,7 @@ import time
 import zipfile
 import zlib
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,34 @@ def wait_until_analyzed(client: Any, account: Any, subject_id: str, count: int, 
         return photos if len(photos) >= count and len(finished) == len(photos) else None
 
     return wait_for(done, timeout=timeout)
+
+
+def wait_until_reviewed(client: Any, account: Any, subject_id: str, count: int, timeout: float = 90) -> dict:
+    """Wait until `count` photos are analysed and the subject review has run after the last one."""
+
+    def report() -> dict:
+        return client.get(f"/v1/subjects/{subject_id}/report", headers=account.headers).json()
+
+    def done() -> dict | None:
+        # Report, photos, report: the photos are the review's own only if no review ran in between.
+        before = report()
+        photos = list_all_photos(client, account, subject_id)
+        after = report()
+        if len(photos) < count or any(p["status"] == "pending" for p in photos):
+            return None
+        reviewed = after["reviewed_at"]
+        last = max((p["analyzed_at"] for p in photos if p["analyzed_at"]), default=None)
+        if reviewed is None or reviewed != before["reviewed_at"]:
+            return None
+        if last is not None and _instant(reviewed) < _instant(last):
+            return None
+        return {"report": after, "photos": {p["filename"]: p for p in photos}}
+
+    return wait_for(done, timeout=timeout, interval=0.2)
+
+
+def _instant(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 def jpeg_bytes(

@@ -99,19 +99,29 @@ def get_image(
 
 @router.patch("/{photo_id}", response_model=PhotoRead)
 def update_photo(
-    subject_id: uuid.UUID, photo_id: uuid.UUID, data: PhotoUpdate, session: DB, user: CurrentUser
+    subject_id: uuid.UUID,
+    photo_id: uuid.UUID,
+    data: PhotoUpdate,
+    session: DB,
+    user: CurrentUser,
+    settings: AppSettings,
 ) -> PhotoRead:
     """Edit the caption or exclude the photo from training."""
     subject = get_subject(session, user=user, subject_id=subject_id)
     photo = service.get_photo(session, subject=subject, photo_id=photo_id)
-    return service.to_read(service.update_photo(session, photo=photo, data=data))
+    return service.to_read(service.update_photo(session, photo=photo, data=data, settings=settings))
 
 
 @router.delete("/{photo_id}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_photo(
-    subject_id: uuid.UUID, photo_id: uuid.UUID, session: DB, user: CurrentUser, storage: AppStorage
+    subject_id: uuid.UUID,
+    photo_id: uuid.UUID,
+    session: DB,
+    user: CurrentUser,
+    storage: AppStorage,
+    settings: AppSettings,
 ) -> Response:
     subject = get_subject(session, user=user, subject_id=subject_id)
     photo = service.get_photo(session, subject=subject, photo_id=photo_id)
-    service.delete_photo(session, photo=photo, storage=storage)
+    service.delete_photo(session, photo=photo, storage=storage, settings=settings)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

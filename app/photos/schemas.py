@@ -8,6 +8,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class Reason(BaseModel):
+    """A stable `code`, a plain-language `message`, and the numbers behind it (distance, size…)."""
+
+    model_config = ConfigDict(extra="allow")
+
     code: str
     message: str
 
@@ -25,7 +29,10 @@ class PhotoRead(BaseModel):
     size_bytes: int = Field(description="Size of the uploaded file")
     width: int | None = None
     height: int | None = None
-    caption: str | None = None
+    caption: str | None = Field(None, description="Your caption; training uses it as given")
+    auto_caption: str | None = Field(
+        None, description="Used when there is no caption; {trigger} becomes the trigger word at training"
+    )
     excluded: bool = False
     selected: bool = False
     verdict: str | None = Field(None, description="accepted | warning | rejected, once analysed")
@@ -38,6 +45,9 @@ class PhotoRead(BaseModel):
     brightness: float | None = None
     duplicate_of: uuid.UUID | None = None
     identity_distance: float | None = None
+    quality: float | None = Field(None, description="0..1, sharpness and face resolution first")
+    crop_box: list[int] | None = Field(None, description="The training crop (left, top, right, bottom)")
+    square_box: list[int] | None = Field(None, description="The square crop around the same framing")
     created_at: datetime
     analyzed_at: datetime | None = None
     urls: dict[str, str]

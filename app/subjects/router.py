@@ -5,10 +5,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response, status
 
-from app.core.deps import DB, AppStorage, CurrentUser
+from app.core.deps import DB, AppSettings, AppStorage, CurrentUser
 from app.core.pagination import Page, PageParams, next_cursor
 from app.subjects import service
-from app.subjects.schemas import SubjectCreate, SubjectRead
+from app.subjects.report import build_report
+from app.subjects.schemas import SubjectCreate, SubjectRead, SubjectReport
 
 router = APIRouter(prefix="/v1/subjects", tags=["subjects"])
 
@@ -41,3 +42,10 @@ def delete_subject(subject_id: uuid.UUID, session: DB, user: CurrentUser, storag
     subject = service.get_subject(session, user=user, subject_id=subject_id)
     service.delete_subject(session, subject=subject, storage=storage)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/{subject_id}/report", response_model=SubjectReport)
+def get_report(subject_id: uuid.UUID, session: DB, user: CurrentUser, settings: AppSettings) -> SubjectReport:
+    """Whether the photos are ready to train, what is wrong with them, and what to add."""
+    subject = service.get_subject(session, user=user, subject_id=subject_id)
+    return build_report(session, subject=subject, settings=settings)

@@ -43,3 +43,30 @@ class SubjectRead(BaseModel):
     consent_at: datetime
     created_at: datetime
     photos: PhotoCounts
+
+
+class Advice(BaseModel):
+    code: str
+    message: str
+
+
+class SubjectReport(BaseModel):
+    """The dataset verdict: counts of usable photos by shot, pose and light, problems and advice."""
+
+    subject_id: uuid.UUID
+    reviewed_at: datetime | None = Field(description="When the photos were last judged together")
+    ready_to_train: bool = Field(description="No problems: analysis done, enough usable photos, one clear identity")
+    photos: dict[str, int] = Field(
+        description="total, pending, failed, analyzed, accepted, warning, rejected, excluded, usable, selected"
+    )
+    min_photos: int
+    max_photos: int = Field(description="At most this many of the usable photos are selected for training")
+    recommended_photos: list[int]
+    by_shot: dict[str, int]
+    by_pose: dict[str, int]
+    by_lighting: dict[str, int]
+    rejected_by_reason: dict[str, int]
+    warnings_by_reason: dict[str, int]
+    identity: dict[str, float | int | None]
+    problems: list[Advice] = Field(description="What must change before training; empty when ready")
+    advice: list[Advice] = Field(description="What would make the model better")

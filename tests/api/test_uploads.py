@@ -47,7 +47,9 @@ def test_fixture_photos_are_stored_listed_and_analyzed(client, account, subject,
     assert by_name["obama_rgba.png"]["source_format"] == "PNG"
 
     keys = storage.list(f"users/{account.id}/")
-    assert len(keys) == 2 * len(FACES)
+    with_face = [name for name in FACES if name != "chelsea.png"]
+    assert len(keys) == 2 * len(FACES) + len(with_face)  # original and thumb; a crop where there is a face
+    assert {k.rsplit("/", 1)[1] for k in keys} == {"original.jpg", "original.png", "thumb.jpg", "crop.jpg"}
     assert all(k.startswith(f"users/{account.id}/subjects/{subject['id']}/photos/") for k in keys)
 
     subject_now = client.get(f"/v1/subjects/{subject['id']}", headers=account.headers).json()

@@ -101,7 +101,7 @@ def test_pending_photo_is_measured(
 ) -> None:
     """A pending row with its original stored ends analyzed with the image's format and size."""
     photo = _insert(db, storage, account, data, ext=ext)
-    assert analyze_photo(photo.id, sessions=session_factory(settings), storage=storage) == "analyzed"
+    assert analyze_photo(photo.id, sessions=session_factory(settings), storage=storage, settings=settings) == "analyzed"
     row = _reload(db, photo.id)
     assert (row.status, row.format, row.width, row.height) == ("analyzed", *expected)
     assert row.error is None and row.analyzed_at is not None
@@ -112,12 +112,12 @@ def test_analyzed_photo_is_left_alone(settings: Any, storage: Storage, db: Any, 
     """Running the task again on an analysed photo does nothing and says so."""
     photo = _insert(db, storage, account, jpeg_bytes(100, 80))
     sessions = session_factory(settings)
-    assert analyze_photo(photo.id, sessions=sessions, storage=storage) == "analyzed"
+    assert analyze_photo(photo.id, sessions=sessions, storage=storage, settings=settings) == "analyzed"
     before = _reload(db, photo.id)
     snapshot = (before.status, before.width, before.height, before.analyzed_at, before.analysis_attempts)
     storage.put(photo_key(account.id, photo.subject_id, photo.id, "original", "jpg"), jpeg_bytes(64, 64))
 
-    assert analyze_photo(photo.id, sessions=sessions, storage=storage) == "already analyzed"
+    assert analyze_photo(photo.id, sessions=sessions, storage=storage, settings=settings) == "already analyzed"
     after = _reload(db, photo.id)
     assert (after.status, after.width, after.height, after.analyzed_at, after.analysis_attempts) == snapshot
     assert snapshot[:3] == ("analyzed", 100, 80)
@@ -126,20 +126,23 @@ def test_analyzed_photo_is_left_alone(settings: Any, storage: Storage, db: Any, 
 def test_failed_photo_is_left_alone(settings: Any, storage: Storage, db: Any, account: Any) -> None:
     """A failed photo is not retried by a duplicate message."""
     photo = _insert(db, storage, account, jpeg_bytes(), status=PhotoStatus.failed, error="earlier")
-    assert analyze_photo(photo.id, sessions=session_factory(settings), storage=storage) == "already failed"
+    assert (
+        analyze_photo(photo.id, sessions=session_factory(settings), storage=storage, settings=settings)
+        == "already failed"
+    )
     row = _reload(db, photo.id)
     assert (row.status, row.error, row.width, row.analysis_attempts) == ("failed", "earlier", None, 0)
 
 
 def test_unknown_photo_is_gone(settings: Any, storage: Storage) -> None:
     """A message for a photo deleted before it ran is dropped."""
-    assert analyze_photo(uuid.uuid4(), sessions=session_factory(settings), storage=storage) == "gone"
+    assert analyze_photo(uuid.uuid4(), sessions=session_factory(settings), storage=storage, settings=settings) == "gone"
 
 
 def test_missing_original_fails_with_message(settings: Any, storage: Storage, db: Any, account: Any) -> None:
     """A pending photo whose stored original is gone ends failed with a reason."""
     photo = _insert(db, storage, account, None)
-    assert analyze_photo(photo.id, sessions=session_factory(settings), storage=storage) == "failed"
+    assert analyze_photo(photo.id, sessions=session_factory(settings), storage=storage, settings=settings) == "failed"
     row = _reload(db, photo.id)
     assert row.status == "failed"
     assert "missing" in (row.error or "")
@@ -150,7 +153,7 @@ def test_missing_original_fails_with_message(settings: Any, storage: Storage, db
 def test_unreadable_original_fails_with_message(settings: Any, storage: Storage, db: Any, account: Any) -> None:
     """Stored bytes that are not an image end the photo failed, not the worker."""
     photo = _insert(db, storage, account, b"definitely not an image")
-    assert analyze_photo(photo.id, sessions=session_factory(settings), storage=storage) == "failed"
+    assert analyze_photo(photo.id, sessions=session_factory(settings), storage=storage, settings=settings) == "failed"
     row = _reload(db, photo.id)
     assert row.status == "failed"
     assert "could not be read" in (row.error or "")
@@ -171,7 +174,7 @@ def test_concurrent_result_wins(settings: Any, storage: Storage, db: Any, accoun
         def put(self, key: str, data: bytes, **options: Any) -> None:
             storage.put(key, data, **options)
 
-    assert analyze_photo(photo.id, sessions=sessions, storage=RacingStorage()) == "superseded"  # type: ignore[arg-type]
+    assert analyze_photo(photo.id, sessions=sessions, storage=RacingStorage(), settings=settings) == "superseded"  # type: ignore[arg-type]
     row = _reload(db, photo.id)
     assert (row.status, row.width, row.height, row.format) == ("analyzed", 1, 2, "OTHER")
 
@@ -215,15 +218,20 @@ def test_s3_storage_end_to_end(
             ids.append(r.json()["photos"][0]["id"])
         assert sent == [("photos.analyze", ids[0]), ("photos.analyze", ids[1])]
 
-        assert analyze_photo(uuid.UUID(ids[0]), sessions=session_factory(settings), storage=s3) == "analyzed"
+        assert (
+            analyze_photo(uuid.UUID(ids[0]), sessions=session_factory(settings), storage=s3, settings=settings)
+            == "analyzed"
+        )
         photo = c.get(f"/v1/subjects/{subjects[0]}/photos/{ids[0]}", headers=account.headers).json()
         assert (photo["status"], photo["format"], photo["width"], photo["height"]) == ("analyzed", "JPEG", 910, 1137)
 
         first = f"p/users/{account.id}/subjects/{subjects[0]}/"
         folder = f"{first}photos/{ids[0]}/"
-        assert raw_keys(first) == [folder + "original.jpg", folder + "thumb.jpg"]
+        assert raw_keys(first) == [folder + "crop.jpg", folder + "original.jpg", folder + "thumb.jpg"]
         assert all(k.startswith(f"p/users/{account.id}/subjects/") for k in raw_keys())
-        assert len(raw_keys()) == 3  # the second photo is not analysed yet: no thumbnail
+        assert len(raw_keys()) == 4  # the second photo is not analysed yet: no thumbnail
+        r = c.get(f"/v1/subjects/{subjects[0]}/photos/{ids[0]}/image?variant=crop", headers=account.headers)
+        assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
 
         r = c.get(
             f"/v1/subjects/{subjects[0]}/photos/{ids[0]}/image", params={"variant": "original"}, headers=account.headers
