@@ -52,9 +52,10 @@ def build_report(session: Session, *, subject: Subject, settings: Settings) -> S
     for r in analyzed:
         for item in r.reasons or []:
             severity = CATALOGUE.get(item.get("code"), (None,))[0]
-            (rejected_by if severity == REJECTED else warned_by if severity == WARNING else Counter())[
-                item["code"]
-            ] += 1
+            if severity == REJECTED:
+                rejected_by[item["code"]] += 1
+            elif severity == WARNING:
+                warned_by[item["code"]] += 1
     by_shot = {s: sum(1 for r in usable if r.shot == s) for s in SHOTS}
     by_pose = {p: sum(1 for r in usable if r.pose == p) for p in POSES}
     by_light = Counter(_light(r.brightness) for r in usable)
