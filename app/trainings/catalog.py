@@ -1,0 +1,145 @@
+"""Base models the service knows, their families, and the training defaults for each family.
+
+Pure Python (no torch): the API validates a request with it and the worker reads the same
+defaults. Any diffusers model id or local diffusers folder of a supported family works too;
+its family comes from the folder's `model_index.json`, else from its name, and the worker
+checks it once the model is loaded.
+
+Defaults, and why (the trainers people use for one person's face, late 2025):
+- SD1.5: 512 px, rank 16, lr 1e-4, 1,200 steps. kohya's LoRA guides and the diffusers
+  DreamBooth-LoRA example train at 1e-4; 15-30 photos x ~40-80 repeats lands at 1,000-1,500
+  steps. Rank 16 holds a face; 4 (the diffusers example) tends to lose likeness.
+- SDXL: 1024 px, rank 16, lr 1e-4, 1,000 steps. The diffusers SDXL DreamBooth-LoRA example
+  and Civitai's SDXL trainer use 1e-4; fal's and Replicate's SDXL face trainers run
+  ~1,000 steps. Gradient checkpointing on (1024 px activations dominate memory).
+- FLUX.1-dev: 1024 px trained together with 512 and 768 (ai-toolkit's multi-resolution
+  default), rank 16, lr 4e-4, 1,000 steps: ostris' flux-dev-lora-trainer on Replicate and
+  fal's fast FLUX LoRA trainer ship about these numbers; ai-toolkit's own example uses
+  1e-4 for 2,000-4,000 steps, which reaches the same place twice as slowly.
+- Tiny presets: 64 px, rank 4, lr 1e-3, 20 steps, so that a CPU run ends in seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SD15, SDXL, FLUX = "sd15", "sdxl", "flux"
+FAMILIES = (SD15, SDXL, FLUX)
+TINY_PRESETS = ("tiny-sd15", "tiny-sdxl", "tiny-flux")
+
+
+@dataclass(frozen=True)
+class Defaults:
+    steps: int
+    learning_rate: float
+    rank: int
+    resolution: int
+    # Extra resolutions trained alongside `resolution`, as fractions of it (ai-toolkit's 512/768/1024).
+    multires: tuple[float, ...] = (1.0,)
+    gradient_checkpointing: bool = False
+
+
+FAMILY_DEFAULTS: dict[str, Defaults] = {
+    SD15: Defaults(steps=1200, learning_rate=1e-4, rank=16, resolution=512),
+    SDXL: Defaults(steps=1000, learning_rate=1e-4, rank=16, resolution=1024, gradient_checkpointing=True),
+    FLUX: Defaults(
+        steps=1000, learning_rate=4e-4, rank=16, resolution=1024, multires=(0.5, 0.75, 1.0), gradient_checkpointing=True
+    ),
+}
+TINY_DEFAULTS = Defaults(steps=20, learning_rate=1e-3, rank=4, resolution=64)
+
+# Ranges a request may ask for; outside them a run is wasted or cannot fit any GPU.
+LIMITS = {
+    "steps": (1, 20_000),
+    "learning_rate": (1e-6, 1e-2),
+    "rank": (1, 256),
+    "resolution": (64, 2048),
+}
+
+
+@dataclass(frozen=True)
+class BaseModel:
+    """What `base_model` in a request resolves to."""
+
+    name: str  # as the user gave it
+    family: str
+    source: str  # Hub id, local folder, or a tiny preset name
+    tiny: bool = False
+    defaults: Defaults = field(default=TINY_DEFAULTS)
+
+
+PRESETS: dict[str, tuple[str, str]] = {
+    "sd15": (SD15, "stable-diffusion-v1-5/stable-diffusion-v1-5"),
+    "sdxl": (SDXL, "stabilityai/stable-diffusion-xl-base-1.0"),
+    "flux-dev": (FLUX, "black-forest-labs/FLUX.1-dev"),
+    "tiny-sd15": (SD15, "tiny-sd15"),
+    "tiny-sdxl": (SDXL, "tiny-sdxl"),
+    "tiny-flux": (FLUX, "tiny-flux"),
+}
+
+PIPELINE_FAMILIES = {
+    "StableDiffusionPipeline": SD15,
+    "StableDiffusionXLPipeline": SDXL,
+    "FluxPipeline": FLUX,
+}
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}$")
+
+TINY_NOTE = (
+    "This is a tiny test model with random weights: the training runs end to end, but its images are noise. "
+    "Use sd15, sdxl or flux-dev on a GPU for a real model."
+)
+
+
+class UnknownBaseModel(ValueError):
+    """The name is neither a preset, a Hub id, nor a diffusers folder of a supported family."""
+
+
+def gpu_present() -> bool:
+    """Whether this machine shows an NVIDIA GPU, read from the driver without importing torch."""
+    gpus = Path("/proc/driver/nvidia/gpus")
+    return gpus.is_dir() and any(gpus.iterdir())
+
+
+def default_base_model(configured: str) -> str:
+    """`LOOKALIKE_DEFAULT_BASE_MODEL`, where `auto` means sdxl with a GPU and tiny-sd15 without."""
+    if configured != "auto":
+        return configured
+    return "sdxl" if gpu_present() else "tiny-sd15"
+
+
+def resolve(name: str) -> BaseModel:
+    """The family and source of `name`; raises UnknownBaseModel with a reason."""
+    name = name.strip()
+    if name in PRESETS:
+        family, source = PRESETS[name]
+        tiny = name in TINY_PRESETS
+        return BaseModel(name, family, source, tiny, TINY_DEFAULTS if tiny else FAMILY_DEFAULTS[family])
+    path = Path(name).expanduser()
+    if name.startswith(("/", "./", "~")) or path.is_dir():
+        index = path / "model_index.json"
+        try:
+            class_name = json.loads(index.read_text()).get("_class_name", "")
+        except (OSError, ValueError) as exc:
+            raise UnknownBaseModel(f"{name} is not a diffusers model folder (no readable model_index.json)") from exc
+        family = PIPELINE_FAMILIES.get(class_name)
+        if family is None:
+            raise UnknownBaseModel(f"{name} is a {class_name or 'unknown'} model; supported: SD1.5, SDXL, FLUX")
+        tiny = (path / "lookalike_preset.json").exists()
+        return BaseModel(name, family, str(path.resolve()), tiny, TINY_DEFAULTS if tiny else FAMILY_DEFAULTS[family])
+    if _HUB_ID.match(name):
+        return BaseModel(name, family_from_name(name), name, False, FAMILY_DEFAULTS[family_from_name(name)])
+    raise UnknownBaseModel(f"{name!r} is not a preset ({', '.join(PRESETS)}), a Hub id (owner/name) or a folder")
+
+
+def family_from_name(name: str) -> str:
+    """A Hub id's likely family; the worker confirms it from the downloaded model_index.json."""
+    lowered = name.lower()
+    if "flux" in lowered:
+        return FLUX
+    if "xl" in lowered:
+        return SDXL
+    return SD15

@@ -1,0 +1,391 @@
+"""The LoRA training loop, written once for every family.
+
+`train()` takes framed images with captions and face boxes, a config, and hooks (progress,
+cache, checkpoints); it knows nothing of the database or the queue, so the Celery task,
+the `lookalike train` command and the benchmarks all run this same code.
+
+Speed comes from doing the expensive, constant work once: every image's VAE latent
+distribution and every caption's text embedding are computed before the first step
+(and kept in storage, so a resumed run skips them), and the text encoders are freed
+before training. Each step then only runs the denoiser.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save as save_tensors
+
+from worker.training.data import TrainItem, batch_schedule, bucket_size, face_weights, fit_image, to_pixels
+from worker.training.errors import Canceled, TrainingError
+from worker.training.families import Family, ModelLoadError, family_class
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    family: str
+    source: str  # diffusers folder or Hub id
+    steps: int
+    learning_rate: float
+    rank: int
+    resolution: int
+    multires: tuple[float, ...] = (1.0,)
+    batch_size: int | None = None  # None: from the photo count and GPU memory
+    seed: int = 0
+    face_weight: float = 3.0  # loss weight on the face relative to the rest; 1.0 turns it off
+    gradient_checkpointing: bool = False
+    checkpoint_every: int = 250
+    warmup_steps: int | None = None  # None: 5% of the steps, at most 100
+    device: str | None = None  # None: cuda when present, else cpu
+    mixed_precision: str = "auto"  # auto | bf16 | fp16 | no
+    compile: bool = False  # torch.compile the denoiser (GPU)
+    progress_every_s: float = 2.0
+
+    def fingerprint(self) -> str:
+        """What a checkpoint must match to be resumed (not the progress cadence or the device)."""
+        parts = (self.family, self.source, self.steps, self.learning_rate, self.rank, self.resolution)
+        parts += (self.multires, self.seed, self.face_weight)
+        return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
+
+
+@dataclass
+class Progress:
+    step: int
+    total_steps: int
+    loss: float | None
+    eta_seconds: float | None
+    seconds_per_step: float | None
+
+
+class BlobStore(Protocol):
+    """Where the cache and checkpoints live: storage keys for the service, a folder for the CLI."""
+
+    def get(self, name: str) -> bytes | None: ...
+    def put(self, name: str, data: bytes) -> None: ...
+    def list(self, prefix: str) -> list[str]: ...
+    def delete(self, name: str) -> None: ...
+
+
+@dataclass
+class Hooks:
+    progress: Callable[[Progress], bool] = lambda _p: True  # False: stop (the run was canceled)
+    phase: Callable[[str], None] = lambda _name: None  # "caching", "training"
+    store: BlobStore | None = None
+
+
+@dataclass
+class TrainResult:
+    lora: dict[str, torch.Tensor]  # peft state dict of the denoiser, CPU float32
+    family: str
+    rank: int
+    alpha: float
+    steps: int
+    final_loss: float | None
+    resumed_from: int
+    timings: dict[str, float] = field(default_factory=dict)
+    batch_size: int = 1
+    buckets: list[tuple[int, int]] = field(default_factory=list)
+
+
+@dataclass
+class _Sample:
+    mean: torch.Tensor
+    std: torch.Tensor
+    weights: torch.Tensor
+    caption: int
+    size: tuple[int, int]
+
+
+def pick_device(config: TrainConfig) -> torch.device:
+    if config.device:
+        return torch.device(config.device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def pick_dtype(config: TrainConfig, device: torch.device) -> torch.dtype:
+    """bf16 where the GPU has it, fp16 on older GPUs, fp32 on the CPU."""
+    wanted = config.mixed_precision
+    if device.type != "cuda" or wanted == "no":
+        return torch.float32
+    if wanted == "fp16" or (wanted == "auto" and not torch.cuda.is_bf16_supported()):
+        return torch.float16
+    return torch.bfloat16
+
+
+def choose_batch_size(family: str, items: int, resolution: int, device: torch.device) -> int:
+    """Largest batch that fits this GPU at this resolution, but at least ~4 steps per epoch."""
+    if device.type != "cuda":
+        return 1
+    gib = torch.cuda.get_device_properties(device).total_memory / 2**30
+    # Measured-ish budgets at 1024 px with gradient checkpointing and bf16 weights.
+    table = {"flux": [(48, 1), (100, 2), (1e9, 4)], "sdxl": [(24, 1), (48, 2), (100, 4), (1e9, 8)]}
+    steps = table.get(family, [(16, 2), (40, 4), (1e9, 8)])
+    at_1024 = next(size for limit, size in steps if gib < limit)
+    by_memory = max(1, int(at_1024 * (1024 / max(resolution, 256)) ** 2))
+    return max(1, min(by_memory, items // 4 or 1, 16))
+
+
+def train(items: list[TrainItem], config: TrainConfig, hooks: Hooks | None = None) -> TrainResult:
+    """Train a LoRA on `items`; resumes from the store's latest checkpoint when one matches."""
+    hooks = hooks or Hooks()
+    if not items:
+        raise TrainingError("no_training_photos", "There are no photos to train on.", "Upload photos first.")
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    device = pick_device(config)
+    dtype = pick_dtype(config, device)
+    torch.manual_seed(config.seed)
+    family = load_family(config, device, dtype)
+    timings["load"] = time.perf_counter() - started
+
+    hooks.phase("caching")
+    t0 = time.perf_counter()
+    samples, conds = _cache(family, items, config, hooks.store)
+    family.release_text_encoders()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    timings["cache"] = time.perf_counter() - t0
+
+    batch = config.batch_size or choose_batch_size(config.family, len(items), config.resolution, device)
+    groups: dict[tuple[int, int], list[int]] = {}
+    for index, sample in enumerate(samples):
+        groups.setdefault(sample.size, []).append(index)
+    schedule = batch_schedule(groups, batch, config.steps, config.seed)
+
+    denoiser = family.denoiser
+    params = _add_lora(denoiser, family, config)
+    if config.gradient_checkpointing and hasattr(denoiser, "enable_gradient_checkpointing"):
+        denoiser.enable_gradient_checkpointing()
+    denoiser.train()
+    forward = family.loss
+    if config.compile and device.type == "cuda":
+        family.denoiser = torch.compile(denoiser)
+    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=1e-2, fused=device.type == "cuda")
+    warmup = config.warmup_steps if config.warmup_steps is not None else min(100, config.steps // 20)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / (warmup + 1)))
+    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+
+    start_step = _resume(config, hooks.store, denoiser, optimizer, scheduler)
+    hooks.phase("training")
+    t0 = time.perf_counter()
+    last_report, loss_window, final_loss = 0.0, [], None
+    step_times: list[float] = []
+    for step in range(start_step, config.steps):
+        t_step = time.perf_counter()
+        generator = torch.Generator(device=device).manual_seed(config.seed * 1_000_003 + step)
+        members = [samples[i] for i in schedule[step]]
+        latents = torch.cat([family.sample_latents(s.mean, s.std, generator) for s in members])
+        weights = torch.cat([s.weights for s in members]).to(device)
+        cond = {k: torch.cat([conds[s.caption][k] for s in members]) for k in conds[members[0].caption]}
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+            loss = forward(latents, cond, weights, generator).mean()
+        if not torch.isfinite(loss):
+            raise TrainingError(
+                "training_diverged",
+                f"The loss became {loss.item()} at step {step + 1}.",
+                "Lower the learning_rate (try half of it) and start the training again.",
+            )
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+        done = step + 1
+        loss_window.append(loss.item())
+        step_times.append(time.perf_counter() - t_step)
+        if config.checkpoint_every and done % config.checkpoint_every == 0 and done < config.steps:
+            _save_checkpoint(config, hooks.store, denoiser, optimizer, scheduler, done)
+        now = time.perf_counter()
+        if now - last_report >= config.progress_every_s or done == config.steps:
+            final_loss = sum(loss_window) / len(loss_window)
+            per_step = sum(step_times[-20:]) / len(step_times[-20:])
+            progress = Progress(done, config.steps, final_loss, per_step * (config.steps - done), per_step)
+            loss_window, last_report = [], now
+            if not hooks.progress(progress):
+                raise Canceled(done)
+    timings["train"] = time.perf_counter() - t0
+    timings["steps"] = float(config.steps - start_step)
+
+    from peft.utils import get_peft_model_state_dict
+
+    state = {k: v.detach().float().cpu().contiguous() for k, v in get_peft_model_state_dict(denoiser).items()}
+    result = TrainResult(
+        lora=state,
+        family=config.family,
+        rank=config.rank,
+        alpha=float(config.rank),
+        steps=config.steps,
+        final_loss=final_loss,
+        resumed_from=start_step,
+        timings=timings,
+        batch_size=batch,
+        buckets=sorted(groups),
+    )
+    del family, optimizer
+    if device.type == "cuda":
+        torch.cuda.empty_cache()  # a canceled or finished run leaves the GPU to the next job
+    return result
+
+
+def load_family(config: TrainConfig, device: torch.device, dtype: torch.dtype) -> Family:
+    try:
+        return family_class(config.family).load(config.source, device=device, dtype=dtype)
+    except ModelLoadError as exc:
+        raise TrainingError(
+            "base_model_unavailable",
+            f"The base model {config.source!r} could not be loaded.",
+            "Check the name (a preset, a Hub id or a local diffusers folder), that the worker can reach the "
+            "Hugging Face Hub or has the model in its cache, and that gated models have an HF_TOKEN set. "
+            f"Detail: {exc}",
+        ) from exc
+
+
+def _add_lora(denoiser: torch.nn.Module, family: Family, config: TrainConfig) -> list[torch.nn.Parameter]:
+    from peft import LoraConfig
+
+    lora = LoraConfig(
+        r=config.rank,
+        lora_alpha=config.rank,  # scale 1: the learning rate alone sets the step size, whatever the rank
+        init_lora_weights="gaussian",
+        target_modules=family.lora_targets(),
+    )
+    denoiser.add_adapter(lora)
+    params = [p for p in denoiser.parameters() if p.requires_grad]
+    for p in params:
+        p.data = p.data.float()  # LoRA weights train in fp32 even when the base runs in bf16
+    return params
+
+
+# --- caching ---------------------------------------------------------------------------------------
+
+
+def _cache(
+    family: Family, items: list[TrainItem], config: TrainConfig, store: BlobStore | None
+) -> tuple[list[_Sample], list[dict[str, torch.Tensor]]]:
+    """Latent distributions per (image, bucket) and embeddings per caption, from the store when there."""
+    captions = sorted({item.caption for item in items})
+    caption_index = {c: i for i, c in enumerate(captions)}
+    conds: list[dict[str, torch.Tensor] | None] = [None] * len(captions)
+    missing = []
+    for i, caption in enumerate(captions):
+        blob = store.get(f"cache/text/{_digest(family.name, caption)}.safetensors") if store else None
+        if blob is not None:
+            conds[i] = load_tensors(blob)
+        else:
+            missing.append(i)
+    if missing:
+        encoded = family.encode_prompts([captions[i] for i in missing])
+        for i, cond in zip(missing, encoded, strict=True):
+            conds[i] = cond
+            if store:
+                store.put(f"cache/text/{_digest(family.name, captions[i])}.safetensors", save_tensors(cond))
+
+    resolutions = sorted({max(64, round(config.resolution * f / 64) * 64) for f in config.multires})
+    samples: list[_Sample] = []
+    for item in items:
+        for resolution in resolutions:
+            size = bucket_size(item.image.width / item.image.height, resolution)
+            name = f"cache/latents/{_digest(family.name, item.key, size)}.safetensors"
+            blob = store.get(name) if store else None
+            framed, face = fit_image(item.image, size, item.face_box)
+            if blob is not None:
+                tensors = load_tensors(blob)
+                mean, std = tensors["mean"], tensors["std"]
+            else:
+                mean, std = family.encode_images(to_pixels(framed))
+                if store:
+                    store.put(name, save_tensors({"mean": mean.contiguous(), "std": std.contiguous()}))
+            factor = size[0] // mean.shape[-1]
+            weights = face_weights(size, face, config.face_weight, factor)
+            samples.append(_Sample(mean, std, weights, caption_index[item.caption], size))
+    return samples, conds  # type: ignore[return-value]
+
+
+def _digest(*parts: Any) -> str:
+    return hashlib.sha256(repr(parts).encode()).hexdigest()[:24]
+
+
+# --- checkpoints -----------------------------------------------------------------------------------
+
+
+def _checkpoint_name(step: int) -> str:
+    return f"checkpoints/step-{step:06d}.pt"
+
+
+def _save_checkpoint(config, store, denoiser, optimizer, scheduler, step: int) -> None:  # noqa: ANN001
+    """LoRA weights, optimizer, scheduler, step and RNG state; the store writes it atomically."""
+    if store is None:
+        return
+    from peft.utils import get_peft_model_state_dict
+
+    payload = {
+        "fingerprint": config.fingerprint(),
+        "step": step,
+        "lora": {k: v.detach().cpu() for k, v in get_peft_model_state_dict(denoiser).items()},
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "python": random.getstate(),
+        },
+    }
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    store.put(_checkpoint_name(step), buffer.getvalue())
+    for old in sorted(store.list("checkpoints/"))[:-2]:  # keep the last two
+        store.delete(old)
+    log.info("checkpoint at step %d", step)
+
+
+def _resume(config, store, denoiser, optimizer, scheduler) -> int:  # noqa: ANN001
+    """The step to start from: the latest matching checkpoint's, else 0."""
+    if store is None:
+        return 0
+    from peft.utils import set_peft_model_state_dict
+
+    for name in sorted(store.list("checkpoints/"), reverse=True):
+        blob = store.get(name)
+        if blob is None:
+            continue
+        try:
+            payload = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=False)
+        except Exception:  # noqa: BLE001 - a torn or foreign file is skipped, not fatal
+            log.warning("skipping unreadable checkpoint %s", name)
+            continue
+        if payload.get("fingerprint") != config.fingerprint():
+            log.warning("skipping checkpoint %s from different settings", name)
+            continue
+        set_peft_model_state_dict(denoiser, payload["lora"])
+        optimizer.load_state_dict(payload["optimizer"])
+        scheduler.load_state_dict(payload["scheduler"])
+        torch.set_rng_state(payload["rng"]["torch"])
+        if payload["rng"]["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(payload["rng"]["cuda"])
+        random.setstate(payload["rng"]["python"])
+        log.info("resuming from %s", name)
+        return int(payload["step"])
+    return 0
+
+
+def loss_is_finite(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
