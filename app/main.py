@@ -19,9 +19,11 @@ from app.core.queue import make_celery
 from app.core.settings import Settings, get_settings
 from app.core.storage import get_storage
 from app.health.router import router as health_router
+from app.loras.router import router as models_router
 from app.photos.ingest import allow_pillow_pixels
 from app.photos.router import router as photos_router
 from app.subjects.router import router as subjects_router
+from app.trainings.router import router as trainings_router
 from app.users.router import router as users_router
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(MetricsMiddleware)
-    for router in (health_router, users_router, subjects_router, photos_router):
+    for router in (health_router, users_router, subjects_router, photos_router, trainings_router, models_router):
         app.include_router(router)
     return app

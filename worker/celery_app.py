@@ -20,7 +20,7 @@ def create_worker_app() -> Celery:
     allow_pillow_pixels(settings.max_image_pixels)  # stored images passed the API's bound already
     app = make_celery(settings, name="lookalike-worker")
     # Task modules import torch & co. lazily inside the tasks that need them.
-    app.conf.include = ["worker.analysis.tasks"]
+    app.conf.include = ["worker.analysis.tasks", "worker.training.tasks"]
     return app
 
 

@@ -23,6 +23,7 @@ GPU_QUEUE = "gpu"
 
 # Task names the API enqueues; the worker registers functions under the same names.
 ANALYZE_PHOTO = "photos.analyze"
+TRAIN_MODEL = "training.run"
 
 TASK_ROUTES = {
     "photos.*": {"queue": CPU_QUEUE},

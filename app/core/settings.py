@@ -59,6 +59,17 @@ class Settings(BaseSettings):
     identity_threshold: float = Field(default=0.6, gt=0, lt=2)
     jpeg_quality: int = Field(default=95, ge=50, le=100)
 
+    # Training. A running worker renews its lease every heartbeat; a redelivered job waits until
+    # the lease is stale before it takes over (and resumes from the latest checkpoint).
+    training_lease_s: float = Field(default=90.0, gt=0)
+    training_heartbeat_s: float = Field(default=10.0, gt=0)
+    checkpoint_every: int = Field(default=250, ge=1)
+    models_dir: Path | None = None  # where tiny presets are generated; default <data_dir>/models
+
+    @property
+    def resolved_models_dir(self) -> Path:
+        return self.models_dir or self.data_dir / "models"
+
     @field_validator("data_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:

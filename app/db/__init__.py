@@ -1,6 +1,29 @@
 """ORM tables, all in one place so that domains never import each other in circles."""
 
 from app.db.base import Base
-from app.db.models import ApiKey, Photo, PhotoStatus, Subject, User
+from app.db.models import (
+    ACTIVE_TRAINING,
+    RUNNING_TRAINING,
+    ApiKey,
+    LoraModel,
+    Photo,
+    PhotoStatus,
+    Subject,
+    Training,
+    TrainingStatus,
+    User,
+)
 
-__all__ = ["ApiKey", "Base", "Photo", "PhotoStatus", "Subject", "User"]
+__all__ = [
+    "ACTIVE_TRAINING",
+    "RUNNING_TRAINING",
+    "ApiKey",
+    "Base",
+    "LoraModel",
+    "Photo",
+    "PhotoStatus",
+    "Subject",
+    "Training",
+    "TrainingStatus",
+    "User",
+]

@@ -117,3 +117,77 @@ class Photo(IdMixin, TimestampMixin, Base):
     crop_box: Mapped[list[int] | None] = mapped_column(JSON)
     square_box: Mapped[list[int] | None] = mapped_column(JSON)
     auto_caption: Mapped[str | None] = mapped_column(Text)
+
+
+class TrainingStatus(enum.StrEnum):
+    queued = "queued"
+    preparing = "preparing"
+    training = "training"
+    assessing = "assessing"
+    succeeded = "succeeded"
+    failed = "failed"
+    canceled = "canceled"
+
+
+ACTIVE_TRAINING = (TrainingStatus.queued, TrainingStatus.preparing, TrainingStatus.training, TrainingStatus.assessing)
+RUNNING_TRAINING = (TrainingStatus.preparing, TrainingStatus.training, TrainingStatus.assessing)
+
+
+class Training(IdMixin, TimestampMixin, Base):
+    """One LoRA training job; the row is the truth, the broker only carries its id."""
+
+    __tablename__ = "trainings"
+    __table_args__ = (Index("ix_trainings_user_id_status", "user_id", "status"),)
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    subject_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("subjects.id", ondelete="CASCADE"), nullable=False)
+    name: Mapped[str] = mapped_column(String(100), nullable=False)
+    base_model: Mapped[str] = mapped_column(String(300), nullable=False)
+    family: Mapped[str] = mapped_column(String(16), nullable=False)
+    tiny: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+    trigger_word: Mapped[str] = mapped_column(String(64), nullable=False)
+    trigger_generated: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+    # steps, learning_rate, rank, resolution, seed, batch_size, face_weight, ... as resolved at creation.
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    validation_prompts: Mapped[list[str]] = mapped_column(JSON, default=list, nullable=False)
+    webhook_url: Mapped[str | None] = mapped_column(String(2048))
+    webhook_events: Mapped[list[str]] = mapped_column(JSON, default=list, nullable=False)
+
+    status: Mapped[str] = mapped_column(String(16), default=TrainingStatus.queued, nullable=False)
+    progress: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, nullable=False)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # When each phase began: {"preparing": iso, "training": iso, "assessing": iso}.
+    phases: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, nullable=False)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The lease of the worker running it: a redelivered task waits until the heartbeat is stale.
+    attempts: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    worker_token: Mapped[str | None] = mapped_column(String(64))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    model_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+
+
+class LoraModel(IdMixin, TimestampMixin, Base):
+    """A trained LoRA: what a training produced, downloadable in two formats."""
+
+    __tablename__ = "models"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    training_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("trainings.id", ondelete="SET NULL"), unique=True
+    )
+    subject_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, ForeignKey("subjects.id", ondelete="SET NULL"))
+    name: Mapped[str] = mapped_column(String(100), nullable=False)
+    base_model: Mapped[str] = mapped_column(String(300), nullable=False)
+    family: Mapped[str] = mapped_column(String(16), nullable=False)
+    tiny: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+    trigger_word: Mapped[str] = mapped_column(String(64), nullable=False)
+    rank: Mapped[int] = mapped_column(Integer, nullable=False)
+    # {"diffusers": {"key": ..., "size_bytes": ...}, "kohya": {...}}
+    files: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    quality: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    samples: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list, nullable=False)

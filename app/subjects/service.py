@@ -11,7 +11,7 @@ from app.core.errors import NotFound, Unprocessable
 from app.core.pagination import keyset
 from app.core.storage import Storage
 from app.core.tx import after_commit
-from app.db import Photo, Subject, User
+from app.db import Photo, Subject, Training, User
 from app.db.base import utcnow
 from app.subjects.schemas import PhotoCounts, SubjectCreate, SubjectRead
 
@@ -72,8 +72,12 @@ def to_read(subject: Subject, counts: PhotoCounts) -> SubjectRead:
 
 def delete_subject(session: Session, *, subject: Subject, storage: Storage) -> None:
     """Delete the subject and its photos; stored files go once the deletion has committed."""
+    trainings = list(session.scalars(select(Training.id).where(Training.subject_id == subject.id)))
     session.execute(delete(Photo).where(Photo.subject_id == subject.id))
+    # A running training finds its row gone at its next progress write and stops.
+    session.execute(delete(Training).where(Training.subject_id == subject.id))
     session.delete(subject)
     session.flush()
-    prefix = f"users/{subject.user_id}/subjects/{subject.id}/"
-    after_commit(session, lambda: storage.delete_prefix(prefix))
+    prefixes = [f"users/{subject.user_id}/subjects/{subject.id}/"]
+    prefixes += [f"users/{subject.user_id}/trainings/{t}/" for t in trainings]
+    after_commit(session, lambda: [storage.delete_prefix(p) for p in prefixes])

@@ -1,0 +1,78 @@
+"""Trained LoRAs: read, list, delete, and where their files are."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.core.errors import NotFound
+from app.core.pagination import keyset
+from app.core.settings import Settings
+from app.core.storage import Storage
+from app.core.tx import after_commit
+from app.db import LoraModel, User
+from app.loras.schemas import ModelFile, ModelRead
+from app.trainings.catalog import TINY_NOTE
+
+FORMATS = ("diffusers", "kohya")
+
+
+def model_prefix(user_id: uuid.UUID, model_id: uuid.UUID) -> str:
+    return f"users/{user_id}/models/{model_id}/"
+
+
+def get_model(session: Session, *, user: User, model_id: uuid.UUID) -> LoraModel:
+    model = session.scalar(select(LoraModel).where(LoraModel.id == model_id, LoraModel.user_id == user.id))
+    if model is None:
+        raise NotFound("No such model.", code="model_not_found", hint="List yours with GET /v1/models.")
+    return model
+
+
+def list_models(session: Session, *, user: User, after: uuid.UUID | None, limit: int) -> list[LoraModel]:
+    query = select(LoraModel).where(LoraModel.user_id == user.id)
+    return list(session.scalars(keyset(query, LoraModel.id, after=after, limit=limit)))
+
+
+def delete_model(session: Session, *, model: LoraModel, storage: Storage) -> None:
+    """Delete the row; its files go once the deletion has committed."""
+    prefix = model_prefix(model.user_id, model.id)
+    session.delete(model)
+    session.flush()
+    after_commit(session, lambda: storage.delete_prefix(prefix))
+
+
+def download_name(model: LoraModel, fmt: str) -> str:
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", model.name).strip("_") or "lora"
+    return f"{stem}-{model.trigger_word}{'' if fmt == 'diffusers' else '-kohya'}.safetensors"
+
+
+def to_read(model: LoraModel, settings: Settings) -> ModelRead:
+    base = settings.public_url.rstrip("/")
+    files = [
+        ModelFile(
+            format=fmt,
+            url=f"{base}/v1/models/{model.id}/download?format={fmt}",
+            size_bytes=model.files[fmt]["size_bytes"],
+            filename=download_name(model, fmt),
+        )
+        for fmt in FORMATS
+        if fmt in model.files
+    ]
+    return ModelRead(
+        id=model.id,
+        training_id=model.training_id,
+        subject_id=model.subject_id,
+        name=model.name,
+        base_model=model.base_model,
+        family=model.family,
+        trigger_word=model.trigger_word,
+        rank=model.rank,
+        quality=model.quality,
+        samples=model.samples,
+        files=files,
+        created_at=model.created_at,
+        notice=TINY_NOTE if model.tiny else None,
+    )

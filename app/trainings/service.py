@@ -1,0 +1,181 @@
+"""Creating, reading and canceling trainings. Services flush; the request commits."""
+
+from __future__ import annotations
+
+import uuid
+import zlib
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from app.core.errors import Conflict, NotFound, Unprocessable
+from app.core.queue import TRAIN_MODEL, enqueue
+from app.core.settings import Settings
+from app.db import ACTIVE_TRAINING, Subject, Training, TrainingStatus, User
+from app.db.base import utcnow
+from app.subjects.report import build_report
+from app.subjects.service import get_subject
+from app.trainings import catalog, trigger
+from app.trainings.schemas import Progress, TrainingCreate, TrainingRead
+
+DEFAULT_FACE_WEIGHT = 3.0  # see worker.training.data.face_weights
+TERMINAL = (TrainingStatus.succeeded, TrainingStatus.failed, TrainingStatus.canceled)
+
+
+def lock_user(session: Session, user_id: uuid.UUID) -> None:
+    """Serialise this user's training requests (a row lock on Postgres, the write lock on SQLite)."""
+    session.execute(update(User).where(User.id == user_id).values(id=User.id))
+
+
+def create_training(session: Session, *, user: User, data: TrainingCreate, settings: Settings) -> Training:
+    """Validate the request against the subject and base model, then queue the job."""
+    subject = get_subject(session, user=user, subject_id=data.subject_id)
+    base = _base_model(data.base_model or catalog.default_base_model(settings.default_base_model))
+    lock_user(session, user.id)
+    active = session.scalar(
+        select(Training).where(Training.user_id == user.id, Training.status.in_(ACTIVE_TRAINING)).limit(1)
+    )
+    if active is not None:
+        raise Conflict(
+            f"Training {active.id} is still {active.status}.",
+            code="training_in_progress",
+            hint="Wait for it to finish, or cancel it with POST /v1/trainings/{id}/cancel.",
+            details={"training_id": str(active.id)},
+        )
+    report = build_report(session, subject=subject, settings=settings)
+    if not report.ready_to_train:
+        raise Unprocessable(
+            "The subject's photos are not ready to train: " + "; ".join(p.message for p in report.problems),
+            code="subject_not_ready",
+            hint="Fix what GET /v1/subjects/{id}/report lists under problems, then try again.",
+            details={"problems": [p.model_dump() for p in report.problems]},
+        )
+    taken = set(session.scalars(select(Training.trigger_word).where(Training.user_id == user.id)))
+    if data.trigger_word is not None:
+        word, generated = data.trigger_word, False
+        if trigger.is_common(word):
+            raise Unprocessable(
+                f"{word!r} is a common word or an overused trigger; the model already has a meaning for it.",
+                code="trigger_word_common",
+                hint="Pick a made-up word, or leave trigger_word out to get one generated.",
+            )
+    else:
+        word, generated = trigger.generate(seed=zlib.crc32(subject.id.bytes), taken=taken), True
+
+    d = base.defaults
+    params = {
+        "steps": data.steps or d.steps,
+        "learning_rate": data.learning_rate or d.learning_rate,
+        "rank": data.rank or d.rank,
+        "resolution": data.resolution or d.resolution,
+        "multires": list(d.multires),
+        "seed": data.seed if data.seed is not None else int(uuid.uuid4().int % 2**31),
+        "batch_size": data.batch_size,
+        "face_weight": data.face_weight if data.face_weight is not None else DEFAULT_FACE_WEIGHT,
+        "gradient_checkpointing": (
+            data.gradient_checkpointing if data.gradient_checkpointing is not None else d.gradient_checkpointing
+        ),
+        "source": base.source,
+    }
+    training = Training(
+        user_id=user.id,
+        subject_id=subject.id,
+        name=data.name,
+        base_model=base.name,
+        family=base.family,
+        tiny=base.tiny,
+        trigger_word=word,
+        trigger_generated=generated,
+        params=params,
+        validation_prompts=data.validation_prompts,
+        webhook_url=str(data.webhook_url) if data.webhook_url else None,
+        webhook_events=data.webhook_events,
+        status=TrainingStatus.queued,
+        progress={"step": 0, "total_steps": params["steps"], "percent": 0.0},
+        phases={},
+    )
+    session.add(training)
+    session.flush()
+    enqueue(session, TRAIN_MODEL, str(training.id))
+    return training
+
+
+def _base_model(name: str) -> catalog.BaseModel:
+    try:
+        return catalog.resolve(name)
+    except catalog.UnknownBaseModel as exc:
+        raise Unprocessable(
+            str(exc),
+            code="unknown_base_model",
+            hint=f"Use a preset ({', '.join(catalog.PRESETS)}), a diffusers Hub id or a local diffusers folder.",
+        ) from None
+
+
+def get_training(session: Session, *, user: User, training_id: uuid.UUID) -> Training:
+    training = session.scalar(select(Training).where(Training.id == training_id, Training.user_id == user.id))
+    if training is None:
+        raise NotFound("No such training.", code="training_not_found", hint="List yours with GET /v1/trainings.")
+    return training
+
+
+def list_trainings(session: Session, *, user: User, after: uuid.UUID | None, limit: int) -> list[Training]:
+    from app.core.pagination import keyset
+
+    query = select(Training).where(Training.user_id == user.id)
+    return list(session.scalars(keyset(query, Training.id, after=after, limit=limit)))
+
+
+def cancel_training(session: Session, *, training: Training) -> Training:
+    """Mark it canceled; a running worker notices at its next progress write (every ~2 s) and stops."""
+    if training.status in TERMINAL:
+        raise Conflict(
+            f"The training has already {training.status}.",
+            code="training_finished",
+            hint="Only queued or running trainings can be canceled.",
+        )
+    session.execute(
+        update(Training)
+        .where(Training.id == training.id, Training.status.in_(ACTIVE_TRAINING))
+        .values(status=TrainingStatus.canceled, finished_at=utcnow())
+    )
+    session.flush()
+    session.refresh(training)
+    return training
+
+
+def to_read(training: Training) -> TrainingRead:
+    progress = dict(training.progress or {})
+    total = progress.get("total_steps") or training.params.get("steps") or 0
+    step = progress.get("step", 0)
+    settings = {k: v for k, v in training.params.items() if k != "source"}
+    return TrainingRead(
+        id=training.id,
+        subject_id=training.subject_id,
+        name=training.name,
+        base_model=training.base_model,
+        family=training.family,
+        trigger_word=training.trigger_word,
+        status=training.status,
+        progress=Progress(
+            step=step,
+            total_steps=total,
+            loss=progress.get("loss"),
+            eta_seconds=progress.get("eta_seconds"),
+            percent=round(100.0 * step / total, 1) if total else 0.0,
+        ),
+        error=training.error,
+        settings=settings,
+        validation_prompts=training.validation_prompts,
+        webhook_url=training.webhook_url,
+        webhook_events=training.webhook_events,
+        phases=training.phases or {},
+        created_at=training.created_at,
+        started_at=training.started_at,
+        finished_at=training.finished_at,
+        model_id=training.model_id,
+        notice=catalog.TINY_NOTE if training.tiny else None,
+    )
+
+
+def subject_of(session: Session, training: Training) -> Subject | None:
+    return session.get(Subject, training.subject_id)
