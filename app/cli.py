@@ -260,3 +260,94 @@ def keys_revoke(key: str) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+@main.command()
+@click.argument("photos_dir", type=click.Path(exists=True, file_okay=False, path_type=__import__("pathlib").Path))
+@click.option("--base-model", default=None, help="Preset (sd15, sdxl, flux-dev, tiny-*), Hub id or diffusers folder.")
+@click.option("--steps", type=int, default=None, help="Training steps (default: the family's).")
+@click.option("--output", type=click.Path(file_okay=False, path_type=__import__("pathlib").Path), required=True)
+@click.option("--trigger-word", default=None, help="Generated when omitted.")
+@click.option("--class-word", default="person", show_default=True, help="man, woman, person...")
+@click.option("--rank", type=int, default=None)
+@click.option("--learning-rate", type=float, default=None)
+@click.option("--resolution", type=int, default=None)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--face-weight", type=float, default=3.0, show_default=True, help="1.0 turns face weighting off.")
+@click.option("--batch-size", type=int, default=None)
+@click.option("--min-photos", type=int, default=None, help="[LOOKALIKE_MIN_TRAINING_PHOTOS]")
+def train(
+    photos_dir,
+    base_model,
+    steps,
+    output,
+    trigger_word,
+    class_word,
+    rank,
+    learning_rate,
+    resolution,
+    seed,  # noqa: ANN001, PLR0913
+    face_weight,
+    batch_size,
+    min_photos,
+) -> None:
+    """Analyse, train and export a LoRA from a folder of photos: no server, database or queue."""
+    # The one command that runs worker code in this process (torch, diffusers): imported here only.
+    from app.trainings.catalog import UnknownBaseModel, default_base_model
+    from worker.training.errors import TrainingError
+    from worker.training.local import train_folder
+
+    logging.basicConfig(level=logging.WARNING)
+    settings = get_settings()
+    base_model = base_model or default_base_model(settings.default_base_model)
+    bar = None
+
+    def on_photo(photo) -> None:  # noqa: ANN001
+        mark = {"accepted": "ok  ", "warning": "warn", "rejected": "skip"}.get(photo.verdict, photo.verdict)
+        extra = f" ({', '.join(photo.reasons)})" if photo.reasons else ""
+        click.echo(f"  {mark} {photo.path.name}{extra}")
+
+    def on_progress(p) -> bool:  # noqa: ANN001
+        nonlocal bar
+        if bar is None:
+            bar = click.progressbar(length=p.total_steps, label="training", show_pos=True, show_eta=True)
+            bar.__enter__()
+        bar.update(p.step - bar.pos)
+        bar.label = f"training (loss {p.loss:.4f})" if p.loss is not None else "training"
+        return True
+
+    click.echo(f"Analysing {photos_dir} ...")
+    try:
+        run = train_folder(
+            photos_dir,
+            output=output,
+            base_model=base_model,
+            steps=steps,
+            trigger_word=trigger_word,
+            class_word=class_word,
+            rank=rank,
+            learning_rate=learning_rate,
+            resolution=resolution,
+            seed=seed,
+            face_weight=face_weight,
+            batch_size=batch_size,
+            min_photos=min_photos if min_photos is not None else settings.min_training_photos,
+            max_photos=settings.max_training_photos,
+            models_dir=settings.resolved_models_dir,
+            on_photo=on_photo,
+            on_progress=on_progress,
+        )
+    except UnknownBaseModel as exc:
+        _fail(str(exc))
+    except TrainingError as exc:
+        _fail(f"{exc.message}\n{exc.hint}")
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+    from app.trainings.catalog import TINY_NOTE, resolve
+
+    click.echo(f"Trigger word: {run.trigger_word}")
+    for fmt, path in run.files.items():
+        click.echo(f"{fmt:9} {path}")
+    if resolve(base_model).tiny:
+        click.secho(TINY_NOTE, fg="yellow")
