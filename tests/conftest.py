@@ -21,6 +21,9 @@ import pytest
 from sqlalchemy import delete
 from sqlalchemy.engine import make_url
 
+# Nothing is downloaded in tests: a Hub id fails at once instead of waiting on the network.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
 FIXTURES = Path(__file__).parent / "fixtures"
 RUN_ID = uuid.uuid4().hex[:10]
 
@@ -160,10 +163,10 @@ def _clean_slate(request: pytest.FixtureRequest) -> Iterator[None]:
         return
     settings = request.getfixturevalue("settings")
     from app.core.db import session_factory, session_scope
-    from app.db import ApiKey, Photo, Subject, User
+    from app.db import ApiKey, LoraModel, Photo, Subject, Training, User
 
     with session_scope(session_factory(settings)) as session:
-        for table in (Photo, Subject, ApiKey, User):
+        for table in (LoraModel, Training, Photo, Subject, ApiKey, User):
             session.execute(delete(table))
     shutil.rmtree(settings.data_dir / "storage", ignore_errors=True)
 
