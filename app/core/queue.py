@@ -13,10 +13,13 @@ from celery import Celery
 from kombu import Exchange, Queue
 from sqlalchemy.orm import Session
 
+from app.core import fs_transport
 from app.core.settings import Settings, get_settings
 from app.core.tx import after_commit
 
 log = logging.getLogger(__name__)
+
+fs_transport.install()  # atomic message files for the embedded broker
 
 CPU_QUEUE = "cpu"
 GPU_QUEUE = "gpu"
