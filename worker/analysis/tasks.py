@@ -110,6 +110,10 @@ def analyze_photo(photo_id: uuid.UUID, *, sessions: sessionmaker[Session], stora
             .values(analyzed_at=utcnow(), **values)
         )
         if done.rowcount == 0:
+            if session.get(Photo, photo_id) is None:  # deleted while we worked: leave no files behind
+                for key in (thumb_key, crop_key):
+                    storage.delete(key)
+                return "gone"
             return "superseded"
     review_when_complete(subject_id, sessions=sessions, settings=settings)
     return str(values["status"])
