@@ -64,6 +64,7 @@ class Settings(BaseSettings):
     training_lease_s: float = Field(default=90.0, gt=0)
     training_heartbeat_s: float = Field(default=10.0, gt=0)
     checkpoint_every: int = Field(default=250, ge=1)
+    training_progress_s: float = Field(default=2.0, ge=0)  # how often progress is written (and cancel seen)
     models_dir: Path | None = None  # where tiny presets are generated; default <data_dir>/models
 
     @property

@@ -14,12 +14,19 @@ PHOTOS = ("obama.jpg", "obama2.jpg", "obama3.jpg")
 
 @pytest.fixture
 def few_photos_suffice(settings: Any) -> Iterator[None]:
-    saved = settings.min_training_photos
-    settings.min_training_photos = 3  # the same object the API and the in-process worker read
+    from app.core.settings import get_settings
+
+    # The API reads the app's settings, the in-process worker get_settings(): after another test has
+    # cleared that cache they are two objects, so set both.
+    targets = {id(s): s for s in (settings, get_settings())}.values()
+    saved = [(s, s.min_training_photos) for s in targets]
+    for s, _ in saved:
+        s.min_training_photos = 3
     try:
         yield
     finally:
-        settings.min_training_photos = saved
+        for s, value in saved:
+            s.min_training_photos = value
 
 
 @pytest.fixture

@@ -223,6 +223,7 @@ def _run(
         face_weight=float(params.get("face_weight", 3.0)),
         gradient_checkpointing=bool(params.get("gradient_checkpointing")),
         checkpoint_every=int(params.get("checkpoint_every") or settings.checkpoint_every),
+        progress_every_s=settings.training_progress_s,
     )
     store = StorageStore(storage, training_prefix(job.user_id, job.id))
 

@@ -1,0 +1,41 @@
+"""`lookalike train` on a folder: no database or queue, both files written, bad photos skipped."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from click.testing import CliRunner
+from safetensors.torch import load_file
+
+from app.cli import main
+
+FIXTURES = Path(__file__).parent.parent / "fixtures"
+
+
+def _folder(tmp_path: Path) -> Path:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg", "coffee.png"):
+        shutil.copy(FIXTURES / name, photos / name)
+    (photos / "obama2.txt").write_text("{trigger} in a dark suit")
+    (photos / "notes.md").write_text("not a photo")
+    return photos
+
+
+def test_train_folder(tmp_path: Path, settings) -> None:  # noqa: ANN001 - the run's settings: tiny presets go in its data dir
+    out = tmp_path / "out"
+    args = [
+        "train", str(_folder(tmp_path)), "--base-model", "tiny-sd15", "--steps", "4", "--output", str(out),
+        "--min-photos", "3", "--class-word", "man", "--trigger-word", "zorvek",
+    ]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "Trigger word: zorvek" in result.output and "noise" in result.output
+    assert "skip biden.jpg (different_person)" in result.output and "skip coffee.png (no_face)" in result.output
+    diffusers, kohya = load_file(out / "lora.safetensors"), load_file(out / "lora_kohya.safetensors")
+    assert all(k.startswith("unet.") for k in diffusers) and all(k.startswith("lora_unet_") for k in kohya)
+    assert not (out / ".work").exists()  # cache and checkpoints are cleaned up
+
+    too_few = CliRunner().invoke(main, [*args[:-6], "--min-photos", "10"])
+    assert too_few.exit_code == 1 and "at least 10" in too_few.output
