@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import click
 
@@ -263,10 +264,10 @@ if __name__ == "__main__":
 
 
 @main.command()
-@click.argument("photos_dir", type=click.Path(exists=True, file_okay=False, path_type=__import__("pathlib").Path))
+@click.argument("photos_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--base-model", default=None, help="Preset (sd15, sdxl, flux-dev, tiny-*), Hub id or diffusers folder.")
 @click.option("--steps", type=int, default=None, help="Training steps (default: the family's).")
-@click.option("--output", type=click.Path(file_okay=False, path_type=__import__("pathlib").Path), required=True)
+@click.option("--output", type=click.Path(file_okay=False, path_type=Path), required=True)
 @click.option("--trigger-word", default=None, help="Generated when omitted.")
 @click.option("--class-word", default="person", show_default=True, help="man, woman, person...")
 @click.option("--rank", type=int, default=None)

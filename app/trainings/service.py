@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from app.core.errors import Conflict, NotFound, Unprocessable
 from app.core.queue import TRAIN_MODEL, enqueue
 from app.core.settings import Settings
-from app.db import ACTIVE_TRAINING, Subject, Training, TrainingStatus, User
+from app.db import ACTIVE_TRAINING, Training, TrainingStatus, User
 from app.db.base import utcnow
 from app.subjects.report import build_report
 from app.subjects.service import get_subject
@@ -175,7 +175,3 @@ def to_read(training: Training) -> TrainingRead:
         model_id=training.model_id,
         notice=catalog.TINY_NOTE if training.tiny else None,
     )
-
-
-def subject_of(session: Session, training: Training) -> Subject | None:
-    return session.get(Subject, training.subject_id)

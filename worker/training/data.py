@@ -29,6 +29,15 @@ class TrainItem:
     face_box: Box | None = None
 
 
+def face_in_crop(face: list[int] | None, crop_box: list[int], crop_width: int) -> Box | None:
+    """The face box (stored-image pixels) in the pixels of a crop of `crop_box` stored `crop_width` wide."""
+    if not face:
+        return None
+    left, top, right, _ = crop_box
+    scale = crop_width / max(1, right - left)
+    return tuple((v - o) * scale for v, o in zip(face, (left, top, left, top), strict=True))  # type: ignore[return-value]
+
+
 def bucket_size(aspect: float, resolution: int, multiple: int = 64) -> tuple[int, int]:
     """(width, height) of about resolution² pixels in the bucket closest to `aspect`, sides a multiple of 64."""
     best = min(BUCKETS, key=lambda b: abs(math.log(b / aspect)))

@@ -17,7 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
 from app.core.settings import Settings
@@ -27,7 +26,7 @@ from app.photos.review import PhotoFacts, review
 from app.photos.service import training_caption
 from app.trainings import catalog, trigger
 from worker.analysis.pipeline import analyze_image
-from worker.training.data import TrainItem
+from worker.training.data import TrainItem, face_in_crop
 from worker.training.errors import TrainingError
 from worker.training.export import diffusers_file, kohya_file, metadata
 from worker.training.trainer import Hooks, Progress, TrainConfig, TrainResult, train
@@ -224,10 +223,6 @@ def _crop(result, data: bytes) -> tuple[Image.Image, tuple[float, float, float, 
     """The analysis crop with the face box moved into it (the original when there is none)."""
     if result.crop is not None and result.crop_box:
         image = Image.open(io.BytesIO(result.crop)).convert("RGB")
-        left, top, right, _ = result.crop_box
-        scale = image.width / max(1, right - left)
-        face = result.face_box
-        box = tuple((v - o) * scale for v, o in zip(face, (left, top, left, top), strict=True)) if face else None
-        return image, box  # type: ignore[return-value]
+        return image, face_in_crop(result.face_box, result.crop_box, image.width)
     image = Image.open(io.BytesIO(data)).convert("RGB")
-    return image, tuple(np.asarray(result.face_box, dtype=float)) if result.face_box else None  # type: ignore[return-value]
+    return image, tuple(result.face_box) if result.face_box else None  # type: ignore[return-value]

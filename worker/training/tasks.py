@@ -14,6 +14,7 @@ import io
 import logging
 import threading
 import uuid
+import zlib
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -33,7 +34,7 @@ from app.loras.service import model_prefix
 from app.photos.reasons import REJECTED
 from app.photos.service import training_caption
 from app.trainings import trigger
-from worker.training.data import TrainItem
+from worker.training.data import TrainItem, face_in_crop
 from worker.training.errors import Canceled, TrainingError
 from worker.training.export import diffusers_file, kohya_file, metadata
 from worker.training.trainer import Hooks, Progress, TrainConfig, train
@@ -345,12 +346,7 @@ def _framed(storage: Storage, photo: Photo) -> tuple[Image.Image, tuple[float, f
             data = None
         if data is not None:
             image = Image.open(io.BytesIO(data)).convert("RGB")
-            left, top, right, bottom = photo.crop_box
-            scale = image.width / max(1, right - left)
-            box = None
-            if face:
-                box = tuple((v - o) * scale for v, o in zip(face, (left, top, left, top), strict=True))
-            return image, box  # type: ignore[return-value]
+            return image, face_in_crop(face, photo.crop_box, image.width)
     data = storage.get(photo_key(photo.user_id, photo.subject_id, photo.id, "original", photo.stored_ext))
     image = Image.open(io.BytesIO(data)).convert("RGB")  # centre-cropped into its bucket by the trainer
     return image, tuple(face) if face else None  # type: ignore[return-value]
@@ -378,7 +374,7 @@ def _check_trigger(job: _Job, sessions: sessionmaker[Session], config: TrainConf
         taken = set(
             session.scalars(select(Training.trigger_word).where(Training.user_id == job.user_id, Training.id != job.id))
         )
-        better = trigger.generate(seed=job.subject_id.int % 2**32, taken=taken, count_tokens=count)
+        better = trigger.generate(seed=zlib.crc32(job.subject_id.bytes), taken=taken, count_tokens=count)
         if count(better) < count(word):
             session.execute(update(Training).where(Training.id == job.id).values(trigger_word=better))
             log.info("training %s: trigger word %s -> %s (%d tokens)", job.id, word, better, count(better))

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import math
 import random
 import time
 from collections.abc import Callable
@@ -129,7 +128,7 @@ def choose_batch_size(family: str, items: int, resolution: int, device: torch.de
     if device.type != "cuda":
         return 1
     gib = torch.cuda.get_device_properties(device).total_memory / 2**30
-    # Measured-ish budgets at 1024 px with gradient checkpointing and bf16 weights.
+    # Estimated (not yet measured) budgets at 1024 px with gradient checkpointing and bf16 weights.
     table = {"flux": [(48, 1), (100, 2), (1e9, 4)], "sdxl": [(24, 1), (48, 2), (100, 4), (1e9, 8)]}
     steps = table.get(family, [(16, 2), (40, 4), (1e9, 8)])
     at_1024 = next(size for limit, size in steps if gib < limit)
@@ -385,7 +384,3 @@ def _resume(config, store, denoiser, optimizer, scheduler) -> int:  # noqa: ANN0
         log.info("resuming from %s", name)
         return int(payload["step"])
     return 0
-
-
-def loss_is_finite(value: float | None) -> bool:
-    return value is not None and math.isfinite(value)

@@ -117,15 +117,6 @@ class Family(ABC):
         noise = torch.randn(mean.shape, generator=generator, device=self.device, dtype=mean.dtype)
         return self.scale_latents(mean + std * noise)
 
-    def count_tokens(self, text: str) -> int:
-        """Tokens `text` takes in the family's tokenizers (the most of them), without specials."""
-        counts = []
-        for name in ("tokenizer", "tokenizer_2"):
-            tokenizer = getattr(self.pipe, name, None)
-            if tokenizer is not None:
-                counts.append(len(tokenizer(text, add_special_tokens=False).input_ids))
-        return max(counts, default=0)
-
 
 def _pipeline_class(source: str) -> str | None:
     """The pipeline class a local folder declares; None for a Hub id (checked when it loads)."""
