@@ -150,9 +150,13 @@ class LocalStorage(Storage):
         if not base.is_dir():
             return []
         keys = []
-        for path in base.rglob("*"):
-            if path.is_file() and not path.name.startswith(".tmp-"):
-                key = path.relative_to(self.root).as_posix()
+        # os.walk skips folders that vanish while it walks (a concurrent delete prunes them);
+        # Path.rglob raises FileNotFoundError instead.
+        for folder, _dirs, names in os.walk(base):
+            for name in names:
+                if name.startswith(".tmp-"):
+                    continue
+                key = Path(folder, name).relative_to(self.root).as_posix()
                 if key.startswith(prefix):
                     keys.append(key)
         return sorted(keys)

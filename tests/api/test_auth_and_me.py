@@ -7,7 +7,7 @@ from sqlalchemy import select
 from app.core.db import session_factory, session_scope
 from app.db import ApiKey, Photo, Subject, User
 from app.users.service import revoke_key
-from tests.helpers import jpeg_bytes
+from tests.helpers import jpeg_bytes, wait_until_analyzed
 
 
 def test_me(client, account):
@@ -42,6 +42,9 @@ def test_delete_me_removes_everything_owned(client, account, make_account, stora
         assert client.post(f"/v1/subjects/{sid}/photos", files=files, headers=who.headers).status_code == 202
     assert client.delete("/v1/me", headers=account.headers).status_code == 204
     assert client.get("/v1/me", headers=account.headers).status_code == 401
+    # The deleted photo's analysis may have been running: the one worker takes tasks in order, so
+    # once the other user's photo is analysed it has finished, and must have removed what it wrote.
+    wait_until_analyzed(client, other, sid, 1)
     assert storage.list(f"users/{account.id}/") == []
     assert [k.rsplit("/", 1)[1] for k in storage.list(f"users/{other.id}/")][0] == "original.jpg"
     for table in (User, Subject, Photo):
