@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 
@@ -100,6 +104,35 @@ def session_scope(factory: Callable[[], Session] | None = None) -> Iterator[Sess
     finally:
         session.close()
     committed(session)
+
+
+def retry_db(fn: Callable[[], T], *, attempts: int = 5, delay: float = 0.2) -> T:
+    """Run a short transaction again when the database connection was lost (a restart, a killed backend).
+
+    Only for work that is safe to repeat: conditional updates and reads. A commit whose answer was
+    lost may have happened; `fn` must tell (see the training's final write).
+    """
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except DBAPIError as exc:
+            lost = isinstance(exc, OperationalError) or exc.connection_invalidated
+            if not lost or attempt == attempts - 1:
+                raise
+            log.warning("database connection lost (%s); trying again", type(exc.orig).__name__)
+            time.sleep(delay * 2**attempt)
+    raise AssertionError("unreachable")
+
+
+def retried(fn: Callable[..., T]) -> Callable[..., T]:
+    """Decorate a function that runs its own short, repeatable transaction with `retry_db`."""
+    from functools import wraps
+
+    @wraps(fn)
+    def wrapper(*args: object, **kwargs: object) -> T:
+        return retry_db(lambda: fn(*args, **kwargs))
+
+    return wrapper
 
 
 # --- schema -----------------------------------------------------------------------------

@@ -59,13 +59,28 @@ class Settings(BaseSettings):
     identity_threshold: float = Field(default=0.6, gt=0, lt=2)
     jpeg_quality: int = Field(default=95, ge=50, le=100)
 
-    # Training. A running worker renews its lease every heartbeat; a redelivered job waits until
-    # the lease is stale before it takes over (and resumes from the latest checkpoint).
-    training_lease_s: float = Field(default=90.0, gt=0)
+    # Training. A running worker renews its lease every heartbeat; once the lease is stale (the
+    # worker died) the housekeeping sweep hands the job to another worker, which resumes it from
+    # the latest checkpoint. Lease plus sweep interval bounds how long a dead worker's job waits.
+    training_lease_s: float = Field(default=60.0, gt=0)
     training_heartbeat_s: float = Field(default=10.0, gt=0)
+    # How many workers may die under one training before it fails with `worker_lost`.
+    training_max_attempts: int = Field(default=3, ge=1)
     checkpoint_every: int = Field(default=250, ge=1)
     training_progress_s: float = Field(default=2.0, ge=0)  # how often progress is written (and cancel seen)
-    models_dir: Path | None = None  # where tiny presets are generated; default <data_dir>/models
+    models_dir: Path | None = None
+
+    # Photo analysis: the hard time limit of one photo (the worker process is killed past it, and a
+    # claim older than this is a dead worker's), and how many claims a photo gets before it fails.
+    analysis_time_limit_s: float = Field(default=180.0, gt=0)
+    analysis_max_attempts: int = Field(default=3, ge=1)
+
+    # The housekeeping sweep (Celery beat runs it every sweep_interval_s): it hands dead workers'
+    # jobs on, and sends again a message for a job still waiting requeue_after_s after it was sent
+    # (a message lost between commit and broker, or dropped by a killed worker). Each later resend
+    # of the same job waits at least twice as long, so a long backlog is not flooded with copies.
+    sweep_interval_s: float = Field(default=15.0, gt=0)
+    requeue_after_s: float = Field(default=120.0, gt=0)  # where tiny presets are generated; default <data_dir>/models
 
     @property
     def resolved_models_dir(self) -> Path:

@@ -69,6 +69,7 @@ class Photo(IdMixin, TimestampMixin, Base):
     __table_args__ = (
         Index("ix_photos_subject_id_id", "subject_id", "id"),
         Index("ix_photos_subject_id_sha256", "subject_id", "sha256"),
+        Index("ix_photos_status", "status"),
     )
 
     user_id: Mapped[uuid.UUID] = mapped_column(
@@ -92,6 +93,12 @@ class Photo(IdMixin, TimestampMixin, Base):
     error: Mapped[str | None] = mapped_column(Text)
     analyzed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     analysis_attempts: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    # When a worker took the photo (its claim; stale after the analysis time limit).
+    analysis_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When its current wait for a worker began or a message was last sent (None: at upload), and
+    # how many times the housekeeping sweep has sent it again since (each resend waits twice as long).
+    dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    resends: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
 
     # Filled by the analysis step.
     verdict: Mapped[str | None] = mapped_column(String(16))
@@ -137,7 +144,10 @@ class Training(IdMixin, TimestampMixin, Base):
     """One LoRA training job; the row is the truth, the broker only carries its id."""
 
     __tablename__ = "trainings"
-    __table_args__ = (Index("ix_trainings_user_id_status", "user_id", "status"),)
+    __table_args__ = (
+        Index("ix_trainings_user_id_status", "user_id", "status"),
+        Index("ix_trainings_status", "status"),
+    )
 
     user_id: Mapped[uuid.UUID] = mapped_column(
         Uuid, ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True
@@ -166,6 +176,12 @@ class Training(IdMixin, TimestampMixin, Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
     worker_token: Mapped[str | None] = mapped_column(String(64))
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Workers that died holding the lease (counted by the housekeeping sweep); the job fails at the limit.
+    lost_workers: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    # When its current wait for a worker began or a message was last sent (None: at creation), and
+    # how many times the housekeeping sweep has sent it again since (each resend waits twice as long).
+    dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    resends: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
     model_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
 
 
@@ -191,3 +207,14 @@ class LoraModel(IdMixin, TimestampMixin, Base):
     files: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
     quality: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     samples: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list, nullable=False)
+
+
+class Lock(Base):
+    """A named lease in the database, so one holder at a time across processes and machines."""
+
+    __tablename__ = "locks"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str | None] = mapped_column(String(64))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    last_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
