@@ -8,9 +8,10 @@ from celery import Celery
 from celery.signals import worker_process_init
 
 from app.core.db import dispose_engines
-from app.core.queue import make_celery
+from app.core.queue import ANALYZE_PHOTO, make_celery
 from app.core.settings import get_settings
 from app.photos.ingest import allow_pillow_pixels
+from worker import lifecycle  # noqa: F401 - connects the shutdown event that long tasks watch
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +21,10 @@ def create_worker_app() -> Celery:
     allow_pillow_pixels(settings.max_image_pixels)  # stored images passed the API's bound already
     app = make_celery(settings, name="lookalike-worker")
     # Task modules import torch & co. lazily inside the tasks that need them.
-    app.conf.include = ["worker.analysis.tasks", "worker.training.tasks"]
+    app.conf.include = ["worker.analysis.tasks", "worker.training.tasks", "worker.housekeeping.tasks"]
+    # Past the hard limit the pool process is killed; the sweep treats an older claim as a dead worker's.
+    limit = settings.analysis_time_limit_s
+    app.conf.task_annotations = {ANALYZE_PHOTO: {"time_limit": limit, "soft_time_limit": 0.8 * limit}}
     return app
 
 

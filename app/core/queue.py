@@ -27,6 +27,7 @@ GPU_QUEUE = "gpu"
 # Task names the API enqueues; the worker registers functions under the same names.
 ANALYZE_PHOTO = "photos.analyze"
 TRAIN_MODEL = "training.run"
+SWEEP = "housekeeping.sweep"
 
 TASK_ROUTES = {
     "photos.*": {"queue": CPU_QUEUE},
@@ -82,6 +83,16 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_enable_remote_control": not settings.is_embedded_broker,
         "worker_send_task_events": False,
         "timezone": "UTC",
+        # Celery beat (`lookalike beat`, or inside `lookalike serve`) sends only the sweep. A sweep
+        # message older than one interval is dropped: the next one is already on its way.
+        "beat_scheduler": "celery.beat:Scheduler",  # one interval job: nothing worth a schedule file
+        "beat_schedule": {
+            SWEEP: {
+                "task": SWEEP,
+                "schedule": settings.sweep_interval_s,
+                "options": {"expires": settings.sweep_interval_s},
+            }
+        },
     }
 
 
