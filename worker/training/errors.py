@@ -20,3 +20,11 @@ class Canceled(Exception):  # noqa: N818 - a normal ending, not an error
     def __init__(self, step: int) -> None:
         super().__init__(f"canceled at step {step}")
         self.step = step
+
+
+class Interrupted(Exception):  # noqa: N818 - a normal ending, not an error
+    """The worker is shutting down; the run saved a checkpoint at `step` and is to be resumed elsewhere."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__(f"interrupted at step {step}")
+        self.step = step

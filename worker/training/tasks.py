@@ -1,11 +1,12 @@
 """`training.run`: claim the job, prepare the photos, train, export, and record the model.
 
 The training row is the truth. A worker claims it with a conditional update that also
-takes a lease (a token and a heartbeat renewed by a background thread). A redelivered
-message for a job whose lease is fresh is retried later, so one job never runs twice at
-once; once the lease is stale (the worker died) the next delivery takes over and resumes
-from the latest checkpoint. Every progress write is conditional on the token and on the
-status, so a cancel (or a lost lease) stops the loop at its next write.
+takes a lease (a token and a heartbeat renewed by a background thread). A copy of the
+message that arrives while the lease is held does nothing. A worker that shuts down saves a
+checkpoint, gives the lease back and sends the job again; a worker that dies leaves its lease
+to go stale, and the housekeeping sweep (`worker.training.recovery`) hands the job on. Either
+way the next worker resumes from the latest checkpoint. Every write is conditional on the
+token and on the status, so a cancel (or a lost lease) stops the loop at its next write.
 """
 
 from __future__ import annotations
@@ -16,15 +17,15 @@ import threading
 import uuid
 import zlib
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 from celery import shared_task
+from celery.exceptions import SoftTimeLimitExceeded
 from PIL import Image
-from sqlalchemy import or_, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.core.db import session_factory, session_scope
+from app.core.db import retried, session_factory, session_scope
 from app.core.queue import TRAIN_MODEL
 from app.core.settings import Settings, get_settings
 from app.core.storage import ObjectNotFound, Storage, get_storage, photo_key
@@ -34,8 +35,10 @@ from app.loras.service import model_prefix
 from app.photos.reasons import REJECTED
 from app.photos.service import training_caption
 from app.trainings import trigger
+from worker.housekeeping.registry import NO_MESSAGE
+from worker.lifecycle import stopping
 from worker.training.data import TrainItem, face_in_crop
-from worker.training.errors import Canceled, TrainingError
+from worker.training.errors import Canceled, Interrupted, TrainingError
 from worker.training.export import diffusers_file, kohya_file, metadata
 from worker.training.trainer import Hooks, Progress, TrainConfig, train
 
@@ -44,14 +47,6 @@ log = logging.getLogger(__name__)
 
 # A FLUX.1-dev run of 4,000 steps at 1024 px takes about an hour on an H100; six allows slow GPUs.
 TIME_LIMIT_S = 6 * 3600
-
-
-class LeaseHeld(Exception):  # noqa: N818
-    """Another worker holds a fresh lease on this job; try again when it may have expired."""
-
-    def __init__(self, retry_in: float) -> None:
-        super().__init__(f"lease held; retry in {retry_in:.0f}s")
-        self.retry_in = retry_in
 
 
 def training_prefix(user_id: uuid.UUID, training_id: uuid.UUID) -> str:
@@ -134,7 +129,7 @@ def run_training(
 
     `on_step(progress)` is a test seam called at each progress write, after the database one.
     """
-    job = _claim(training_id, sessions, settings)
+    job = _claim(training_id, sessions)
     if isinstance(job, str):
         return job
     with _Lease(job, sessions, settings.training_heartbeat_s) as lease:
@@ -144,6 +139,13 @@ def run_training(
             log.info("training %s stopped at step %d: canceled", job.id, exc.step)
             _cleanup(storage, job)
             return "canceled"
+        except Interrupted as exc:
+            _hand_back(sessions, job)
+            log.info("training %s handed back at step %d: the worker is shutting down", job.id, exc.step)
+            return "handed back"
+        except SoftTimeLimitExceeded:
+            _fail(sessions, job, TIME_LIMIT_ERROR)
+            return "failed"
         except TrainingError as exc:
             _fail(sessions, job, exc.as_dict())
             return "failed"
@@ -157,20 +159,18 @@ def run_training(
             _free_gpu()
 
 
-def _claim(training_id: uuid.UUID, sessions: sessionmaker[Session], settings: Settings) -> _Job | str:
+@retried
+def _claim(training_id: uuid.UUID, sessions: sessionmaker[Session]) -> _Job | str:
+    """Take the job if it is queued, or running with no lease (handed back, or released by the sweep)."""
     token = uuid.uuid4().hex
     now = utcnow()
-    stale = now - timedelta(seconds=settings.training_lease_s)
+    if stopping():
+        return _leave_for_next_worker(training_id, sessions)
     with session_scope(sessions) as session:
         claimed = session.execute(
             update(Training)
-            .where(Training.id == training_id)
-            .where(
-                or_(
-                    Training.status == TrainingStatus.queued,
-                    Training.status.in_(RUNNING_TRAINING) & (Training.heartbeat_at < stale),
-                )
-            )
+            .where(Training.id == training_id, Training.worker_token.is_(None))
+            .where(Training.status.in_((TrainingStatus.queued, *RUNNING_TRAINING)))
             .values(
                 worker_token=token,
                 heartbeat_at=now,
@@ -182,16 +182,27 @@ def _claim(training_id: uuid.UUID, sessions: sessionmaker[Session], settings: Se
         if row is None:
             return "gone"
         if not claimed:
-            if row.status in RUNNING_TRAINING and row.heartbeat_at is not None:
-                left = (row.heartbeat_at - stale).total_seconds()
-                raise LeaseHeld(max(1.0, left))
-            return f"already {row.status}"
+            # Held by a live worker, or by a dead one until the sweep sees its lease go stale.
+            return "running elsewhere" if row.status in RUNNING_TRAINING else f"already {row.status}"
         phases = dict(row.phases or {})
         phases.setdefault("preparing", now.isoformat())
         row.phases = phases
         if row.started_at is None:
             row.started_at = now
         return _Job(row.id, row.user_id, row.subject_id, token)
+
+
+@retried
+def _leave_for_next_worker(training_id: uuid.UUID, sessions: sessionmaker[Session]) -> str:
+    """A message taken while this worker shuts down: drop it, and let the sweep know none is on its way."""
+    with session_scope(sessions) as session:
+        session.execute(
+            update(Training)
+            .where(Training.id == training_id, Training.worker_token.is_(None))
+            .where(Training.status.in_((TrainingStatus.queued, *RUNNING_TRAINING)))
+            .values(dispatched_at=NO_MESSAGE, resends=0)
+        )
+    return "left for the next worker"
 
 
 def _run(
@@ -232,6 +243,8 @@ def _run(
         return not lease.lost.is_set()
 
     def phase(name_: str) -> None:
+        if stopping():
+            raise Interrupted(0)
         if name_ == "training":
             _advance(sessions, job, TrainingStatus.preparing, TrainingStatus.training)
         elif not alive():
@@ -246,7 +259,7 @@ def _run(
     if generated:
         trigger_word = _check_trigger(job, sessions, config, trigger_word)
 
-    result = train(items, config, Hooks(progress=progress, phase=phase, store=store))
+    result = train(items, config, Hooks(progress=progress, phase=phase, store=store, should_stop=stopping))
 
     _advance(sessions, job, TrainingStatus.training, TrainingStatus.assessing)
     # The quality assessment hooks in here; until it exists, the final LoRA is the result.
@@ -271,41 +284,46 @@ def _run(
         storage.put(key, blob, content_type="application/octet-stream")
         files[fmt] = {"key": key, "size_bytes": len(blob)}
 
+    model = LoraModel(
+        id=model_id,
+        user_id=job.user_id,
+        training_id=job.id,
+        subject_id=job.subject_id,
+        name=name,
+        base_model=base_model,
+        family=family,
+        tiny=tiny,
+        trigger_word=trigger_word,
+        rank=result.rank,
+        files=files,
+        quality=None,
+        samples=[],
+    )
+    final = _progress_dict(config.steps, config.steps, result.final_loss, 0.0)
+    if not _succeed(sessions, job, model, final):
+        storage.delete_prefix(prefix)
+        raise Canceled(config.steps)
+    _cleanup(storage, job)
+    log.info("training %s succeeded: model %s (%s)", job.id, model_id, result.timings)
+    return "succeeded"
+
+
+@retried
+def _succeed(sessions: sessionmaker[Session], job: _Job, model: LoraModel, progress: dict[str, Any]) -> bool:
+    """Record the model and `succeeded` in one transaction; False if the job was canceled or taken over."""
     with session_scope(sessions) as session:
         done = session.execute(
             update(Training)
             .where(Training.id == job.id, Training.worker_token == job.token)
             .where(Training.status == TrainingStatus.assessing)
-            .values(
-                status=TrainingStatus.succeeded,
-                finished_at=utcnow(),
-                model_id=model_id,
-                progress=_progress_dict(config.steps, config.steps, result.final_loss, 0.0),
-            )
+            .values(status=TrainingStatus.succeeded, finished_at=utcnow(), model_id=model.id, progress=progress)
         ).rowcount
         if not done:
-            storage.delete_prefix(prefix)
-            raise Canceled(config.steps)
-        session.add(
-            LoraModel(
-                id=model_id,
-                user_id=job.user_id,
-                training_id=job.id,
-                subject_id=job.subject_id,
-                name=name,
-                base_model=base_model,
-                family=family,
-                tiny=tiny,
-                trigger_word=trigger_word,
-                rank=result.rank,
-                files=files,
-                quality=None,
-                samples=[],
-            )
-        )
-    _cleanup(storage, job)
-    log.info("training %s succeeded: model %s (%s)", job.id, model_id, result.timings)
-    return "succeeded"
+            # A first try whose commit went through but whose answer was lost looks like this too.
+            row = session.get(Training, job.id)
+            return row is not None and row.status == TrainingStatus.succeeded and row.model_id == model.id
+        session.add(model)
+    return True
 
 
 def _items(
@@ -392,6 +410,7 @@ def _progress_dict(step: int, total: int, loss: float | None, eta: float | None)
     }
 
 
+@retried
 def _write_progress(sessions: sessionmaker[Session], job: _Job, p: Progress) -> bool:
     with session_scope(sessions) as session:
         return bool(
@@ -404,17 +423,42 @@ def _write_progress(sessions: sessionmaker[Session], job: _Job, p: Progress) -> 
         )
 
 
+@retried
 def _advance(sessions: sessionmaker[Session], job: _Job, current: str, new: str) -> None:
-    """Move to the next phase, or stop if the job was canceled or taken over meanwhile."""
+    """Move to the next phase, or stop if the job was canceled or taken over meanwhile.
+
+    One conditional UPDATE: a cancel committed at any moment before it is never overwritten.
+    """
+    now = utcnow()
     with session_scope(sessions) as session:
-        row = session.get(Training, job.id)
-        if row is None or row.worker_token != job.token or row.status not in (current, new):
+        moved = session.execute(
+            update(Training)
+            .where(Training.id == job.id, Training.worker_token == job.token)
+            .where(Training.status.in_((current, new)))
+            .values(status=new, heartbeat_at=now)
+        ).rowcount
+        if not moved:
             raise Canceled(0)
+        row = session.get(Training, job.id)  # ours now: the phases are written under the same lease
         phases = dict(row.phases or {})
-        phases.setdefault(new, utcnow().isoformat())
-        row.status, row.phases, row.heartbeat_at = new, phases, utcnow()
+        phases.setdefault(new, now.isoformat())
+        row.phases = phases
 
 
+@retried
+def _hand_back(sessions: sessionmaker[Session], job: _Job) -> None:
+    """Give the lease back, marked as having no message: the next sweep (the next worker's first) sends it."""
+    # Not sent from here: this worker, shutting down, could still take the message and drop it.
+    with session_scope(sessions) as session:
+        session.execute(
+            update(Training)
+            .where(Training.id == job.id, Training.worker_token == job.token)
+            .where(Training.status.in_(RUNNING_TRAINING))
+            .values(worker_token=None, heartbeat_at=None, dispatched_at=NO_MESSAGE, resends=0)
+        )
+
+
+@retried
 def _fail(sessions: sessionmaker[Session], job: _Job, error: dict[str, str]) -> None:
     with session_scope(sessions) as session:
         session.execute(
@@ -424,6 +468,13 @@ def _fail(sessions: sessionmaker[Session], job: _Job, error: dict[str, str]) -> 
             .values(status=TrainingStatus.failed, error=error, finished_at=utcnow())
         )
     log.warning("training %s failed: %s", job.id, error["code"])
+
+
+TIME_LIMIT_ERROR = {
+    "code": "time_limit_exceeded",
+    "message": "The training ran longer than the worker's time limit.",
+    "hint": "Start again with fewer steps or a lower resolution.",
+}
 
 
 def _unexpected(exc: Exception) -> dict[str, str]:
@@ -460,21 +511,11 @@ def _free_gpu() -> None:
         torch.cuda.empty_cache()
 
 
-@shared_task(
-    name=TRAIN_MODEL,
-    bind=True,
-    acks_late=True,
-    max_retries=None,
-    soft_time_limit=TIME_LIMIT_S,
-    time_limit=TIME_LIMIT_S + 300,
-)
-def run_training_task(self, training_id: str) -> str:  # noqa: ANN001
+@shared_task(name=TRAIN_MODEL, acks_late=True, soft_time_limit=TIME_LIMIT_S, time_limit=TIME_LIMIT_S + 300)
+def run_training_task(training_id: str) -> str:
     """Celery entry point: ids in, never objects."""
-    try:
-        outcome = run_training(
-            uuid.UUID(training_id), sessions=session_factory(), storage=get_storage(), settings=get_settings()
-        )
-    except LeaseHeld as exc:
-        raise self.retry(countdown=exc.retry_in) from None
+    outcome = run_training(
+        uuid.UUID(training_id), sessions=session_factory(), storage=get_storage(), settings=get_settings()
+    )
     log.info("training.run %s: %s", training_id, outcome)
     return outcome

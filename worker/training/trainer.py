@@ -26,7 +26,7 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
 from worker.training.data import TrainItem, batch_schedule, bucket_size, face_weights, fit_image, to_pixels
-from worker.training.errors import Canceled, TrainingError
+from worker.training.errors import Canceled, Interrupted, TrainingError
 from worker.training.families import Family, ModelLoadError, family_class
 
 log = logging.getLogger(__name__)
@@ -82,6 +82,8 @@ class Hooks:
     progress: Callable[[Progress], bool] = lambda _p: True  # False: stop (the run was canceled)
     phase: Callable[[str], None] = lambda _name: None  # "caching", "training"
     store: BlobStore | None = None
+    # True: checkpoint now and stop with Interrupted (the worker is shutting down); read every step.
+    should_stop: Callable[[], bool] = lambda: False
 
 
 @dataclass
@@ -182,6 +184,11 @@ def train(items: list[TrainItem], config: TrainConfig, hooks: Hooks | None = Non
     last_report, loss_window, final_loss = 0.0, [], None
     step_times: list[float] = []
     for step in range(start_step, config.steps):
+        if hooks.should_stop():
+            saved = config.checkpoint_every and step % config.checkpoint_every == 0
+            if step > start_step and not saved:
+                _save_checkpoint(config, hooks.store, denoiser, optimizer, scheduler, step)
+            raise Interrupted(step)
         t_step = time.perf_counter()
         generator = torch.Generator(device=device).manual_seed(config.seed * 1_000_003 + step)
         members = [samples[i] for i in schedule[step]]
