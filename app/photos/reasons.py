@@ -49,6 +49,11 @@ CATALOGUE: dict[str, tuple[str, str]] = {
         REJECTED,
         "This is nearly the same picture as another of your photos ({other}); only the better copy is used.",
     ),
+    "analysis_failed": (
+        REJECTED,
+        "{detail} Upload the photo again; if it fails again, use another copy of it (for example re-saved "
+        "or exported again from your phone).",
+    ),
 }
 
 # Reasons that depend on the other photos of the subject; the subject review recomputes them.

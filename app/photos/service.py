@@ -380,6 +380,9 @@ def review_subject(session: Session, *, subject_id: uuid.UUID, settings: Setting
             photo.face_index = wanted
             photo.status = PhotoStatus.pending
             photo.selected = False
+            # A new analysis, with attempts of its own; the sweep times its resend from now.
+            photo.analysis_attempts, photo.analysis_started_at = 0, None
+            photo.dispatched_at, photo.resends = utcnow(), 0
             enqueue(session, ANALYZE_PHOTO, str(photo.id))
             sent_back += 1
     subject = session.get(Subject, subject_id)

@@ -20,6 +20,7 @@ SHOTS = ("close_up", "half_body", "full_body")
 POSES = ("frontal", "three_quarter", "profile")
 RECOMMENDED = (15, 30)
 DIM, BRIGHT = 0.35, 0.65  # face brightness bounds of "normal" light
+FAILED_NAMES = 5  # failed photos named in the advice
 
 
 def _light(brightness: float | None) -> str:
@@ -31,6 +32,7 @@ def _light(brightness: float | None) -> str:
 def build_report(session: Session, *, subject: Subject, settings: Settings) -> SubjectReport:
     """The dataset verdict for one subject."""
     columns = (
+        Photo.filename,
         Photo.status,
         Photo.verdict,
         Photo.reasons,
@@ -73,6 +75,18 @@ def build_report(session: Session, *, subject: Subject, settings: Settings) -> S
         rejected_by=rejected_by,
     )
     advice = _advice(len(usable), by_shot, by_pose, lighting, warned_by, rejected_by)
+    failed = [r.filename for r in rows if r.status == PhotoStatus.failed]
+    if failed:
+        more = len(failed) - FAILED_NAMES
+        shown = ", ".join(failed[:FAILED_NAMES]) + (f" and {more} more" if more > 0 else "")
+        advice.insert(
+            0,
+            Advice(
+                code="analysis_failed",
+                message=f"{len(failed)} photo(s) could not be analysed and are not used: {shown}. "
+                "Uploading them again (or another copy of them) may help; each photo's `error` says what went wrong.",
+            ),
+        )
     return SubjectReport(
         subject_id=subject.id,
         reviewed_at=subject.reviewed_at,
