@@ -70,11 +70,13 @@ def _run_api(host: str, port: int, workers: int = 1) -> None:
     )
 
 
-def _worker_argv(queues: str, concurrency: int, pool: str | None) -> list[str]:
+def _worker_argv(queues: str, concurrency: int, pool: str | None, beat: bool = False) -> list[str]:
     settings = get_settings()
     argv = ["worker", "--queues", queues, "--concurrency", str(concurrency), "--loglevel", settings.log_level.upper()]
     if pool:
         argv += ["--pool", pool]
+    if beat:
+        argv += ["--beat"]
     if settings.is_embedded_broker:
         # The filesystem transport has no fan-out: no gossip, mingle or heartbeats.
         argv += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
@@ -97,51 +99,107 @@ def api(host: str | None, port: int | None, workers: int) -> None:
 @click.option("--queues", default="cpu,gpu", show_default=True, help="Comma-separated queues to consume.")
 @click.option("--concurrency", type=int, default=None, help="Worker processes [LOOKALIKE_WORKER_CONCURRENCY].")
 @click.option("--pool", default=None, help="Celery pool (prefork, solo, threads).")
-def worker(queues: str, concurrency: int | None, pool: str | None) -> None:
+@click.option("--beat", is_flag=True, help="Also run Celery beat (the housekeeping sweep) in this worker.")
+def worker(queues: str, concurrency: int | None, pool: str | None, beat: bool) -> None:
     """Run a Celery worker."""
     _require_schema()
     from worker.celery_app import celery_app
 
-    celery_app.worker_main(_worker_argv(queues, concurrency or get_settings().worker_concurrency, pool))
+    celery_app.worker_main(_worker_argv(queues, concurrency or get_settings().worker_concurrency, pool, beat))
+
+
+@main.command()
+def beat() -> None:
+    """Run Celery beat: it sends the housekeeping sweep every LOOKALIKE_SWEEP_INTERVAL_S (one per deployment)."""
+    _setup_logging()
+    _require_schema()
+    from app.core.queue import make_celery
+
+    settings = get_settings()
+    make_celery(settings, name="lookalike-beat").Beat(loglevel=settings.log_level.upper(), quiet=True).run()
 
 
 @main.command()
 @click.option("--host", default=None, help="Interface to listen on [LOOKALIKE_HOST].")
 @click.option("--port", type=int, default=None, help="Port [LOOKALIKE_PORT].")
 def serve(host: str | None, port: int | None) -> None:
-    """Run the API and a worker together (embedded mode); Ctrl-C stops both."""
+    """Run the API and a worker (with the housekeeping beat) together, embedded mode; Ctrl-C stops both."""
     _setup_logging()
     _require_schema()
     settings = get_settings()
-    log = logging.getLogger("lookalike.serve")
-    cmd = [sys.executable, "-m", "app.cli", "worker", "--queues", "cpu,gpu"]
-    # Its own session: Ctrl-C reaches only us, and we stop the worker in order after the API.
-    child = subprocess.Popen(cmd, start_new_session=True, preexec_fn=_die_with_parent)
-    stopping = threading.Event()
+    worker = _Supervised([sys.executable, "-m", "app.cli", "worker", "--queues", "cpu,gpu", "--beat"])
     # uvicorn re-raises the signal that stopped it once it has restored the previous handler;
     # SIGTERM's default action would end us before the `finally` that stops the worker.
     signal.signal(signal.SIGTERM, _exit_on_signal)
-
-    def watch() -> None:
-        code = child.wait()
-        if not stopping.is_set():
-            log.error("the worker exited unexpectedly (code %s); stopping the service", code)
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    threading.Thread(target=watch, daemon=True).start()
+    worker.start()
     click.echo(f"Lookalike on http://{host or settings.host}:{port or settings.port} (data in {settings.data_dir})")
     try:
         _run_api(host or settings.host, port or settings.port)
     finally:
-        stopping.set()
-        if child.poll() is None:
-            child.send_signal(signal.SIGTERM)  # Celery's warm shutdown: finish the current task
-            try:
-                child.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
+        worker.stop()
         click.echo("stopped")
+
+
+class _Supervised:
+    """The worker of `serve`: started again if it dies (OOM killer, a crash), stopped in order with us.
+
+    The API stays up meanwhile; jobs the dead worker held are resumed by the housekeeping sweep.
+    More than RESTARTS deaths within a minute stop the whole service, with the reason in the log.
+    """
+
+    RESTARTS = 5
+    STOP_WAIT_S = 60.0
+
+    def __init__(self, cmd: list[str]) -> None:
+        self.cmd = cmd
+        self.log = logging.getLogger("lookalike.serve")
+        self.stopping = threading.Event()
+        self.lock = threading.Lock()
+        self.child: subprocess.Popen[bytes] | None = None
+
+    def _spawn(self) -> None:
+        # Its own session: Ctrl-C reaches only us, and we stop the worker in order after the API.
+        self.child = subprocess.Popen(self.cmd, start_new_session=True, preexec_fn=_die_with_parent)
+
+    def start(self) -> None:
+        with self.lock:
+            self._spawn()
+        threading.Thread(target=self._watch, name="worker-supervisor", daemon=True).start()
+
+    def _watch(self) -> None:
+        import time
+
+        deaths: list[float] = []
+        while True:
+            code = self.child.wait()  # type: ignore[union-attr]
+            if self.stopping.is_set():
+                return
+            now = time.monotonic()
+            deaths = [t for t in deaths if now - t < 60] + [now]
+            if len(deaths) > self.RESTARTS:
+                self.log.error("the worker died %d times within a minute (last code %s); stopping", len(deaths), code)
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+            self.log.error("the worker exited unexpectedly (code %s); starting it again", code)
+            time.sleep(1.0)
+            with self.lock:
+                if self.stopping.is_set():
+                    return
+                self._spawn()
+
+    def stop(self) -> None:
+        with self.lock:
+            self.stopping.set()
+            child = self.child
+        if child is None or child.poll() is not None:
+            return
+        # Celery's warm shutdown: a training checkpoints and hands its job back within a step.
+        child.send_signal(signal.SIGTERM)
+        try:
+            child.wait(timeout=self.STOP_WAIT_S)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
 
 
 def _exit_on_signal(signum: int, _frame: object) -> None:
@@ -259,10 +317,6 @@ def keys_revoke(key: str) -> None:
     click.echo(f"revoked {key_id}")
 
 
-if __name__ == "__main__":
-    main()
-
-
 @main.command()
 @click.argument("photos_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--base-model", default=None, help="Preset (sd15, sdxl, flux-dev, tiny-*), Hub id or diffusers folder.")
@@ -352,3 +406,7 @@ def train(
         click.echo(f"{fmt:9} {path}")
     if resolve(base_model).tiny:
         click.secho(TINY_NOTE, fg="yellow")
+
+
+if __name__ == "__main__":  # `python -m app.cli`, as `serve` starts its worker: after every command is defined
+    main()
