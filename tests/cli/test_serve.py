@@ -4,38 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
-import sys
-import time
-from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.helpers import fixture_bytes, wait_for, zip_bytes
-
-BIN = Path(sys.executable).parent / "lookalike"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _children(pid: int) -> list[int]:
-    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
-    return [int(p) for p in out.split()]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    state = subprocess.run(["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True).stdout.strip()
-    return bool(state) and not state.startswith("Z")
+from tests.procs import BIN, alive, children, free_port, responds
 
 
 @pytest.fixture
@@ -43,7 +18,7 @@ def embedded_env(tmp_path):
     """Only the embedded defaults: no database, broker or storage settings from the outside."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOOKALIKE_")}
     env.update(
-        LOOKALIKE_DATA_DIR=str(tmp_path / "data"), LOOKALIKE_PORT=str(_free_port()), LOOKALIKE_LOG_LEVEL="WARNING"
+        LOOKALIKE_DATA_DIR=str(tmp_path / "data"), LOOKALIKE_PORT=str(free_port()), LOOKALIKE_LOG_LEVEL="WARNING"
     )
     return env
 
@@ -59,8 +34,8 @@ def test_serve_walkthrough_and_clean_stop(embedded_env):
 
     server = subprocess.Popen([str(BIN), "serve"], env=embedded_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        wait_for(lambda: _get(base + "/readyz"), timeout=60, interval=0.2)
-        worker_pids = _children(server.pid)
+        wait_for(lambda: responds(base + "/readyz"), timeout=60, interval=0.2)
+        worker_pids = children(server.pid)
         assert worker_pids, "serve started no worker process"
         with httpx.Client(base_url=base, headers=headers, timeout=30) as http:
             subject = http.post("/v1/subjects", json={"name": "Barack", "class_word": "man", "consent": True}).json()
@@ -90,15 +65,7 @@ def test_serve_walkthrough_and_clean_stop(embedded_env):
             raise
     assert server.returncode == 0, output
     assert "stopped" in output
-    assert not any(_alive(pid) for pid in worker_pids), "the worker outlived serve"
-
-
-def _get(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.HTTPError:
-        time.sleep(0.1)
-        return False
+    assert not any(alive(pid) for pid in worker_pids), "the worker outlived serve"
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
@@ -110,12 +77,12 @@ def test_worker_never_outlives_serve(embedded_env, sig):
         [str(BIN), "serve"], env=embedded_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        wait_for(lambda: _get(base + "/readyz"), timeout=60, interval=0.2)
-        workers = _children(server.pid)
+        wait_for(lambda: responds(base + "/readyz"), timeout=60, interval=0.2)
+        workers = children(server.pid)
         assert workers
         server.send_signal(sig)
         server.wait(timeout=90)
-        wait_for(lambda: not any(_alive(pid) for pid in workers), timeout=60, interval=0.2)
+        wait_for(lambda: not any(alive(pid) for pid in workers), timeout=60, interval=0.2)
     finally:
         if server.poll() is None:
             server.kill()

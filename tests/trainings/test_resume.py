@@ -1,17 +1,22 @@
-"""A worker killed mid-run: the redelivered job waits for the lease, then resumes from the checkpoint."""
+"""A worker killed mid-run: a copy of its message does nothing while the lease is fresh; once the sweep
+sees the lease go stale it hands the job on, and the next worker resumes from the checkpoint."""
 
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import pytest
 import torch
 from safetensors.torch import load as load_tensors
 
+from app.core import queue
 from app.core.db import session_factory, session_scope
 from app.db import LoraModel, Training
-from worker.training.tasks import LeaseHeld, run_training
+from app.db.base import utcnow
+from worker.housekeeping.sweep import sweep
+from worker.training.tasks import run_training
 
 
 class Killed(BaseException):  # noqa: N818 - what SIGKILL looks like from inside: nothing runs after it
@@ -78,10 +83,15 @@ def test_killed_worker_resumes_from_checkpoint(
     assert storage.list(prefix) == [prefix + "step-000005.pt", prefix + "step-000010.pt"]
 
     # Redelivered at once: the dead worker's lease is still fresh, so the job is not run twice.
-    with pytest.raises(LeaseHeld):
-        run_training(killed_id, sessions=sessions, storage=storage, settings=settings)
-
-    monkeypatch.setattr(settings, "training_lease_s", 0.05)  # ...and once it has gone stale, it takes over
+    assert run_training(killed_id, sessions=sessions, storage=storage, settings=settings) == "running elsewhere"
+    # The sweep leaves a fresh lease alone...
+    sent: list[tuple[str, tuple[str, ...]]] = []
+    monkeypatch.setattr(queue, "send", lambda name, *args: sent.append((name, args)))  # this test runs the job
+    assert sweep(sessions=sessions, settings=settings)["trainings"] == {}
+    # ...and hands the job on once the lease has gone stale.
+    later = utcnow() + timedelta(seconds=settings.training_lease_s + 1)
+    assert sweep(sessions=sessions, settings=settings, now=later)["trainings"] == {"lost_worker": 1}
+    assert sent == [("training.run", (str(killed_id),))]
     seen: list[int] = []
     outcome = run_training(
         killed_id, sessions=sessions, storage=storage, settings=settings, on_step=lambda p: seen.append(p.step)
@@ -90,7 +100,7 @@ def test_killed_worker_resumes_from_checkpoint(
     assert seen[0] == 11 and seen[-1] == 20  # the step counter continues from the checkpoint at 10
     with session_scope(sessions) as session:
         row = session.get(Training, killed_id)
-        assert row.attempts == 2 and row.progress["step"] == 20
+        assert row.attempts == 2 and row.lost_workers == 1 and row.progress["step"] == 20
 
     # The same seed, uninterrupted, gives the same LoRA.
     straight_id = _queued_training(settings, account, ready_subject["id"])
