@@ -159,9 +159,10 @@ def measure_subject(count: int) -> None:
     os.environ.update({"LOOKALIKE_DATA_DIR": str(data_dir)})
     from app.core.db import migrate, session_factory, session_scope
     from app.core.ids import new_id
+    from app.core.keys import photo_key
     from app.core.queue import ANALYZE_PHOTO, send
     from app.core.settings import get_settings
-    from app.core.storage import get_storage, photo_key
+    from app.core.storage import get_storage
     from app.db import Photo, PhotoStatus, Subject
     from app.db.base import utcnow
     from app.main import create_app

@@ -1,6 +1,7 @@
 """Object storage behind one interface: a local folder or S3 (any S3-compatible store).
 
-Keys always start with `users/{user_id}/`, so everything a user owns is one prefix.
+Keys are laid out in `app.core.keys`. `Storage.under(prefix)` gives a view of one folder of a
+store (a training's cache and checkpoints, the CLI's output folder) through the same interface.
 """
 
 from __future__ import annotations
@@ -37,14 +38,6 @@ def check_prefix(prefix: str) -> str:
     if prefix:
         check_key(prefix[:-1] if prefix.endswith("/") else prefix)
     return prefix
-
-
-def user_prefix(user_id: uuid.UUID) -> str:
-    return f"users/{user_id}/"
-
-
-def photo_key(user_id: uuid.UUID, subject_id: uuid.UUID, photo_id: uuid.UUID, variant: str, ext: str) -> str:
-    return f"users/{user_id}/subjects/{subject_id}/photos/{photo_id}/{variant}.{ext}"
 
 
 class Storage(ABC):
@@ -84,6 +77,52 @@ class Storage(ABC):
     @abstractmethod
     def ensure(self) -> None:
         """Create what the store needs to exist (folder, bucket); idempotent."""
+
+    def under(self, prefix: str) -> Storage:
+        """This store seen from inside `prefix` (a folder key ending in '/'): keys are relative to it."""
+        return Scoped(self, prefix)
+
+    def get_or_none(self, key: str) -> bytes | None:
+        try:
+            return self.get(key)
+        except ObjectNotFound:
+            return None
+
+
+class Scoped(Storage):
+    """A view of one folder of another store; what the trainer writes its cache and checkpoints to."""
+
+    def __init__(self, inner: Storage, prefix: str) -> None:
+        if not prefix.endswith("/"):
+            raise ValueError(f"a scoped prefix ends with '/': {prefix!r}")
+        self.inner, self.prefix = inner, check_prefix(prefix)
+
+    def put(self, key: str, data: bytes, *, content_type: str = "application/octet-stream") -> None:
+        self.inner.put(self.prefix + check_key(key), data, content_type=content_type)
+
+    def get(self, key: str) -> bytes:
+        return self.inner.get(self.prefix + check_key(key))
+
+    def iter_chunks(self, key: str, chunk_size: int = CHUNK) -> Iterator[bytes]:
+        return self.inner.iter_chunks(self.prefix + check_key(key), chunk_size)
+
+    def exists(self, key: str) -> bool:
+        return self.inner.exists(self.prefix + check_key(key))
+
+    def delete(self, key: str) -> None:
+        self.inner.delete(self.prefix + check_key(key))
+
+    def delete_prefix(self, prefix: str) -> int:
+        return self.inner.delete_prefix(self.prefix + check_prefix(prefix))
+
+    def list(self, prefix: str) -> list[str]:
+        return [key[len(self.prefix) :] for key in self.inner.list(self.prefix + check_prefix(prefix))]
+
+    def check(self) -> None:
+        self.inner.check()
+
+    def ensure(self) -> None:
+        self.inner.ensure()
 
 
 class LocalStorage(Storage):

@@ -8,6 +8,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from app.core.errors import NotFound, Unprocessable
+from app.core.keys import subject_prefix, training_prefix
 from app.core.pagination import keyset
 from app.core.storage import Storage
 from app.core.tx import after_commit
@@ -78,6 +79,6 @@ def delete_subject(session: Session, *, subject: Subject, storage: Storage) -> N
     session.execute(delete(Training).where(Training.subject_id == subject.id))
     session.delete(subject)
     session.flush()
-    prefixes = [f"users/{subject.user_id}/subjects/{subject.id}/"]
-    prefixes += [f"users/{subject.user_id}/trainings/{t}/" for t in trainings]
+    prefixes = [subject_prefix(subject.user_id, subject.id)]
+    prefixes += [training_prefix(subject.user_id, t) for t in trainings]
     after_commit(session, lambda: [storage.delete_prefix(p) for p in prefixes])

@@ -11,7 +11,8 @@ from sqlalchemy.orm import Session
 
 from app.core.auth import DISPLAY_CHARS, hash_key, issue_key
 from app.core.errors import Conflict, NotFound, Unprocessable
-from app.core.storage import Storage, user_prefix
+from app.core.keys import user_prefix
+from app.core.storage import Storage
 from app.core.tx import after_commit
 from app.db import ApiKey, Photo, Subject, User
 from app.db.base import utcnow

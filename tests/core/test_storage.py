@@ -275,3 +275,19 @@ def test_local_check_fails_when_root_unusable(tmp_path: Path) -> None:
     blocker.write_bytes(b"")
     with pytest.raises(OSError):
         LocalStorage(blocker / "root").check()
+
+
+def test_a_store_seen_under_a_prefix(store: Storage) -> None:
+    """`under(prefix)`: keys relative to the prefix, nothing outside it seen or touched."""
+    store.put("users/u/outside.bin", b"o")
+    work = store.under("users/u/trainings/t/")
+    work.put("checkpoints/step-1.pt", b"1")
+    work.put("cache/a", b"a")
+    assert work.get("checkpoints/step-1.pt") == b"1" and work.get_or_none("missing") is None
+    assert work.list("checkpoints/") == ["checkpoints/step-1.pt"]
+    inside = ["users/u/trainings/t/cache/a", "users/u/trainings/t/checkpoints/step-1.pt"]
+    assert store.list("users/u/trainings/") == inside
+    assert work.delete_prefix("cache/") == 1
+    with pytest.raises(ValueError):
+        work.put("../outside.bin", b"x")
+    assert store.list("users/u/") == ["users/u/outside.bin", "users/u/trainings/t/checkpoints/step-1.pt"]

@@ -12,7 +12,8 @@ from PIL import Image, ImageOps
 
 from app.core.db import session_factory
 from app.core.ids import new_id
-from app.core.storage import Storage, photo_key
+from app.core.keys import photo_key
+from app.core.storage import Storage
 from app.db import Photo, PhotoStatus, Subject
 from app.db.base import utcnow
 from tests.helpers import fixture_bytes, jpeg_bytes, png_bytes, wait_until_analyzed
