@@ -12,14 +12,14 @@ from fastapi import FastAPI
 
 from app import __version__
 from app.core.db import check_schema, get_engine, session_factory
-from app.core.errors import install_error_handlers
+from app.core.http_errors import install_error_handlers
 from app.core.limits import BodySizeLimit
 from app.core.metrics import MetricsMiddleware
 from app.core.queue import make_celery
 from app.core.settings import Settings, get_settings
 from app.core.storage import get_storage
 from app.health.router import router as health_router
-from app.loras.router import router as models_router
+from app.models.router import router as models_router
 from app.photos.ingest import allow_pillow_pixels
 from app.photos.router import router as photos_router
 from app.subjects.router import router as subjects_router

@@ -16,18 +16,18 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 
 from fastapi import UploadFile
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from app.core.errors import AppError, BadRequest, NotFound
 from app.core.ids import new_id
+from app.core.keys import photo_key, photo_prefix
 from app.core.pagination import keyset
 from app.core.queue import ANALYZE_PHOTO, enqueue
 from app.core.settings import Settings
-from app.core.storage import Storage, photo_key
+from app.core.storage import Storage
 from app.core.tx import after_commit, after_rollback
-from app.db import Photo, PhotoStatus, Subject, User
-from app.db.base import utcnow
+from app.db import Photo, Subject, User
 from app.photos.ingest import (
     Candidate,
     Prepared,
@@ -39,8 +39,8 @@ from app.photos.ingest import (
     prepare_image,
     too_big,
 )
-from app.photos.review import PhotoFacts, encodings_from_bytes, review
 from app.photos.schemas import PhotoRead, PhotoUpdate, RejectedFile, UploadResult
+from app.subjects.review import review_subject
 
 log = logging.getLogger(__name__)
 
@@ -269,7 +269,7 @@ def _delete_keys(storage: Storage, keys: list[str]) -> None:
 
 
 def photo_folder(photo: Photo) -> str:
-    return f"users/{photo.user_id}/subjects/{photo.subject_id}/photos/{photo.id}/"
+    return photo_prefix(photo.user_id, photo.subject_id, photo.id)
 
 
 def image_url(photo: Photo, variant: str) -> str:
@@ -323,76 +323,6 @@ def delete_photo(session: Session, *, photo: Photo, storage: Storage, settings: 
     after_commit(session, lambda: storage.delete_prefix(folder))
 
 
-def _facts(photo: Photo) -> PhotoFacts:
-    return PhotoFacts(
-        id=photo.id,
-        excluded=photo.excluded,
-        reasons=list(photo.reasons or []),
-        encodings=encodings_from_bytes(photo.encodings),
-        quality=photo.quality or 0.0,
-        pose=photo.pose,
-        shot=photo.shot,
-        brightness=photo.brightness,
-        phash=photo.phash,
-        signature=photo.signature,
-    )
-
-
-def lock_subject(session: Session, subject_id: uuid.UUID) -> None:
-    """Take the subject's write lock before reading its photos.
-
-    A no-op UPDATE: on Postgres it holds the row lock until commit, so reviews of one subject
-    run one after another; on SQLite it takes the database write lock up front, so a read
-    snapshot is never upgraded to a write after someone else committed (SQLITE_BUSY).
-    """
-    session.execute(update(Subject).where(Subject.id == subject_id).values(id=Subject.id))
-
-
-def review_subject(session: Session, *, subject_id: uuid.UUID, settings: Settings) -> int:
-    """Re-judge a subject's analysed photos together (identity, duplicates, selection).
-
-    Holds the subject's lock (`lock_subject`) while it reads and writes. A group photo whose
-    cropped face turns out not to be the subject goes back to `pending` with the right face
-    chosen, and is analysed again. Returns how many photos were sent back.
-    """
-    lock_subject(session, subject_id)
-    photos = list(session.scalars(select(Photo).where(Photo.subject_id == subject_id).order_by(Photo.id)))
-    analyzed = [p for p in photos if p.status == PhotoStatus.analyzed]
-    result = review(
-        [_facts(p) for p in analyzed],
-        threshold=settings.identity_threshold,
-        limit=settings.max_training_photos,
-        names={p.id: p.filename for p in analyzed},
-    )
-    sent_back = 0
-    for photo in photos:
-        outcome = result.outcomes.get(photo.id)
-        if outcome is None:
-            photo.selected = False
-            continue
-        photo.reasons = outcome.reasons
-        photo.verdict = outcome.verdict
-        photo.identity_distance = outcome.identity_distance
-        photo.duplicate_of = outcome.duplicate_of
-        photo.selected = outcome.selected
-        wanted = next((i for i, face in enumerate(photo.faces) if face.get("encoding") == outcome.encoding_index), None)
-        if outcome.encoding_index is not None and wanted is not None and wanted != photo.face_index:
-            photo.face_index = wanted
-            photo.status = PhotoStatus.pending
-            photo.selected = False
-            # A new analysis, with attempts of its own; the sweep times its resend from now.
-            photo.analysis_attempts, photo.analysis_started_at = 0, None
-            photo.dispatched_at, photo.resends = utcnow(), 0
-            enqueue(session, ANALYZE_PHOTO, str(photo.id))
-            sent_back += 1
-    subject = session.get(Subject, subject_id)
-    if subject is not None:
-        subject.identity = result.identity.tobytes() if result.identity is not None else None
-        subject.reviewed_at = utcnow()
-    session.flush()
-    return sent_back
-
-
 def image_key(photo: Photo, variant: str) -> str:
     """The storage key of a variant; NotFound if that variant does not exist (yet)."""
     if (variant == "crop" and not photo.has_crop) or (variant == "thumb" and not photo.has_thumb):
@@ -403,15 +333,3 @@ def image_key(photo: Photo, variant: str) -> str:
         )
     ext = photo.stored_ext if variant == "original" else "jpg"
     return photo_key(photo.user_id, photo.subject_id, photo.id, variant, ext)
-
-
-def training_caption(*, caption: str | None, auto_caption: str | None, trigger: str, class_word: str) -> str:
-    """The caption a training run uses: the user's (with the trigger word put first), else the template."""
-    if caption:
-        if "{trigger}" in caption:
-            return caption.replace("{trigger}", trigger)
-        if trigger in caption.split():
-            return caption
-        return f"photo of {trigger} {class_word}, {caption}"
-    template = auto_caption or f"photo of {{trigger}} {class_word}"
-    return template.replace("{trigger}", trigger)

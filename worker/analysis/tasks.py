@@ -24,13 +24,14 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.db import session_factory, session_scope
+from app.core.keys import photo_key
 from app.core.queue import ANALYZE_PHOTO
 from app.core.settings import Settings, get_settings
-from app.core.storage import ObjectNotFound, Storage, get_storage, photo_key
+from app.core.storage import ObjectNotFound, Storage, get_storage
 from app.db import Photo, PhotoStatus, Subject
 from app.db.base import utcnow
 from app.photos.reasons import REJECTED, reason, verdict
-from app.photos.service import lock_subject, review_subject
+from app.subjects.review import lock_subject, review_subject
 from worker.analysis.pipeline import Analysis, analyze_image
 
 log = logging.getLogger(__name__)
