@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 SD15, SDXL, FLUX = "sd15", "sdxl", "flux"
-FAMILIES = (SD15, SDXL, FLUX)
 TINY_PRESETS = ("tiny-sd15", "tiny-sdxl", "tiny-flux")
 
 
@@ -40,15 +39,54 @@ class Defaults:
     # Extra resolutions trained alongside `resolution`, as fractions of it (ai-toolkit's 512/768/1024).
     multires: tuple[float, ...] = (1.0,)
     gradient_checkpointing: bool = False
+    # Loss weight on the face relative to the rest of the image; 1.0 turns it off (see worker.training.data).
+    face_weight: float = 3.0
 
 
-FAMILY_DEFAULTS: dict[str, Defaults] = {
-    SD15: Defaults(steps=1200, learning_rate=1e-4, rank=16, resolution=512),
-    SDXL: Defaults(steps=1000, learning_rate=1e-4, rank=16, resolution=1024, gradient_checkpointing=True),
-    FLUX: Defaults(
-        steps=1000, learning_rate=4e-4, rank=16, resolution=1024, multires=(0.5, 0.75, 1.0), gradient_checkpointing=True
-    ),
-}
+@dataclass(frozen=True)
+class FamilySpec:
+    """What the API knows of a model family; the worker's `worker.training.families` module does the rest."""
+
+    name: str
+    label: str
+    pipeline_class: str  # diffusers' `_class_name` in model_index.json
+    defaults: Defaults
+    # Tokenizer subfolders whose token counts bound the trigger word (the longest counts).
+    tokenizers: tuple[str, ...] = ("tokenizer",)
+    # Words in a Hub id that suggest the family, until the worker reads model_index.json.
+    name_hints: tuple[str, ...] = ()
+
+
+FAMILIES: dict[str, FamilySpec] = {}
+
+
+def register_family(spec: FamilySpec) -> FamilySpec:
+    """Make a family known by name; the worker needs its `Family` class registered too."""
+    FAMILIES[spec.name] = spec
+    return spec
+
+
+register_family(FamilySpec(SD15, "SD1.5", "StableDiffusionPipeline", Defaults(1200, 1e-4, 16, 512)))
+register_family(
+    FamilySpec(
+        SDXL,
+        "SDXL",
+        "StableDiffusionXLPipeline",
+        Defaults(1000, 1e-4, 16, 1024, gradient_checkpointing=True),
+        name_hints=("xl",),
+    )
+)
+register_family(
+    FamilySpec(
+        FLUX,
+        "FLUX",
+        "FluxPipeline",
+        Defaults(1000, 4e-4, 16, 1024, multires=(0.5, 0.75, 1.0), gradient_checkpointing=True),
+        tokenizers=("tokenizer", "tokenizer_2"),
+        name_hints=("flux",),
+    )
+)
+
 TINY_DEFAULTS = Defaults(steps=20, learning_rate=1e-3, rank=4, resolution=64)
 
 # Ranges a request may ask for; outside them a run is wasted or cannot fit any GPU.
@@ -78,12 +116,6 @@ PRESETS: dict[str, tuple[str, str]] = {
     "tiny-sd15": (SD15, "tiny-sd15"),
     "tiny-sdxl": (SDXL, "tiny-sdxl"),
     "tiny-flux": (FLUX, "tiny-flux"),
-}
-
-PIPELINE_FAMILIES = {
-    "StableDiffusionPipeline": SD15,
-    "StableDiffusionXLPipeline": SDXL,
-    "FluxPipeline": FLUX,
 }
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}$")
@@ -117,7 +149,7 @@ def resolve(name: str) -> BaseModel:
     if name in PRESETS:
         family, source = PRESETS[name]
         tiny = name in TINY_PRESETS
-        return BaseModel(name, family, source, tiny, TINY_DEFAULTS if tiny else FAMILY_DEFAULTS[family])
+        return BaseModel(name, family, source, tiny, TINY_DEFAULTS if tiny else FAMILIES[family].defaults)
     path = Path(name).expanduser()
     if name.startswith(("/", "./", "~")) or path.is_dir():
         index = path / "model_index.json"
@@ -125,21 +157,22 @@ def resolve(name: str) -> BaseModel:
             class_name = json.loads(index.read_text()).get("_class_name", "")
         except (OSError, ValueError) as exc:
             raise UnknownBaseModel(f"{name} is not a diffusers model folder (no readable model_index.json)") from exc
-        family = PIPELINE_FAMILIES.get(class_name)
-        if family is None:
-            raise UnknownBaseModel(f"{name} is a {class_name or 'unknown'} model; supported: SD1.5, SDXL, FLUX")
+        spec = next((f for f in FAMILIES.values() if f.pipeline_class == class_name), None)
+        if spec is None:
+            supported = ", ".join(f.label for f in FAMILIES.values())
+            raise UnknownBaseModel(f"{name} is a {class_name or 'unknown'} model; supported: {supported}")
         tiny = (path / "lookalike_preset.json").exists()
-        return BaseModel(name, family, str(path.resolve()), tiny, TINY_DEFAULTS if tiny else FAMILY_DEFAULTS[family])
+        return BaseModel(name, spec.name, str(path.resolve()), tiny, TINY_DEFAULTS if tiny else spec.defaults)
     if _HUB_ID.match(name):
-        return BaseModel(name, family_from_name(name), name, False, FAMILY_DEFAULTS[family_from_name(name)])
+        family = family_from_name(name)
+        return BaseModel(name, family, name, False, FAMILIES[family].defaults)
     raise UnknownBaseModel(f"{name!r} is not a preset ({', '.join(PRESETS)}), a Hub id (owner/name) or a folder")
 
 
 def family_from_name(name: str) -> str:
     """A Hub id's likely family; the worker confirms it from the downloaded model_index.json."""
     lowered = name.lower()
-    if "flux" in lowered:
-        return FLUX
-    if "xl" in lowered:
-        return SDXL
-    return SD15
+    hinted = [f for f in FAMILIES.values() if any(h in lowered for h in f.name_hints)]
+    # The longest hint wins ("flux" over "xl" in "flux-xl-thing"); no hint means SD1.5.
+    hinted.sort(key=lambda f: -max(len(h) for h in f.name_hints if h in lowered))
+    return hinted[0].name if hinted else SD15

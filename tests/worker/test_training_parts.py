@@ -10,7 +10,7 @@ import torch
 
 from app.trainings import catalog, trigger
 from worker.training.data import batch_schedule, bucket_size, face_weights
-from worker.training.export import _pairs, kohya_state_dict
+from worker.training.export import kohya_state_dict, lora_pairs
 
 
 def test_bucket_sizes_keep_area_and_aspect() -> None:
@@ -81,7 +81,7 @@ def test_kohya_flux_fusion_is_exact() -> None:
     assert "lora_unet_single_blocks_0_linear2.alpha" in out
     with pytest.raises(ValueError, match="needs LoRAs on all"):
         kohya_state_dict("flux", _lora({"single_transformer_blocks.0.attn.to_q": (dim, dim)}), 4.0)
-    assert len(_pairs(lora)) == len(parts)
+    assert len(lora_pairs(lora)) == len(parts)
 
 
 @pytest.mark.slow

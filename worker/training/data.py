@@ -38,8 +38,12 @@ def face_in_crop(face: list[int] | None, crop_box: list[int], crop_width: int) -
     return tuple((v - o) * scale for v, o in zip(face, (left, top, left, top), strict=True))  # type: ignore[return-value]
 
 
-def bucket_size(aspect: float, resolution: int, multiple: int = 64) -> tuple[int, int]:
-    """(width, height) of about resolution² pixels in the bucket closest to `aspect`, sides a multiple of 64."""
+# Bucket sides step by this (kohya's), and by more where a family needs it (see Family.multiple).
+BUCKET_STEP = 64
+
+
+def bucket_size(aspect: float, resolution: int, multiple: int = BUCKET_STEP) -> tuple[int, int]:
+    """(width, height) of about resolution² pixels in the bucket closest to `aspect`, sides a multiple of `multiple`."""
     best = min(BUCKETS, key=lambda b: abs(math.log(b / aspect)))
     width = max(multiple, round(resolution * math.sqrt(best) / multiple) * multiple)
     height = max(multiple, round(resolution / math.sqrt(best) / multiple) * multiple)

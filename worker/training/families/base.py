@@ -1,4 +1,5 @@
-"""What every family supplies: loading, prompt and image encoding, the noise scheme and the LoRA targets."""
+"""What every family supplies: loading, prompt and image encoding, the noise scheme, the LoRA targets,
+its export names and its memory budget."""
 
 from __future__ import annotations
 
@@ -16,18 +17,84 @@ Cond = dict[str, torch.Tensor]  # one caption's text conditioning, batch dimensi
 
 
 class ModelLoadError(RuntimeError):
-    """The base model could not be loaded (missing, not downloadable, or not of this family)."""
+    """The base model could not be loaded (missing, not downloadable, or not of this family).
+
+    `reason` and `hint` are for the user: self-contained, never pointing at a log they cannot see.
+    """
+
+    def __init__(self, reason: str, hint: str) -> None:
+        super().__init__(reason)
+        self.reason, self.hint = reason, hint
+
+
+def why_not_loaded(source: str, exc: BaseException) -> ModelLoadError:
+    """What a failed `from_pretrained` means for the user (the exception itself goes to the worker's log)."""
+    from huggingface_hub import errors
+
+    log.warning("could not load %s", source, exc_info=exc)
+    chain = [exc, exc.__cause__, exc.__context__]
+    if any(isinstance(e, errors.GatedRepoError) for e in chain):
+        return ModelLoadError(
+            "it is a gated model and this worker has no access to it",
+            "Accept the model's licence on huggingface.co with your account, then set HF_TOKEN for the worker.",
+        )
+    if any(isinstance(e, errors.RepositoryNotFoundError) for e in chain):
+        return ModelLoadError(
+            "there is no such model on the Hugging Face Hub",
+            "Check the name: a preset (sd15, sdxl, flux-dev), an owner/name Hub id, or a diffusers folder's path.",
+        )
+    offline = (errors.LocalEntryNotFoundError, errors.OfflineModeIsEnabled, ConnectionError)
+    if any(isinstance(e, offline) for e in chain):
+        return ModelLoadError(
+            "the worker could not download it and has no copy in its cache",
+            "Let the worker reach huggingface.co, or download the model once on the worker "
+            "(`hf download NAME`), or put it in a local diffusers folder and use that folder's path.",
+        )
+    return ModelLoadError(
+        "its files could not be read as a diffusers model",
+        "Check that the folder (or the worker's Hugging Face cache) holds a complete diffusers model: "
+        "model_index.json and a subfolder for each component.",
+    )
 
 
 class Family(ABC):
     """A loaded base model of one family, ready to encode and to compute the training loss."""
 
-    name: ClassVar[str]
-    pipeline_class_name: ClassVar[str]
+    name: ClassVar[str]  # as registered in app.trainings.catalog (pipeline class, defaults, tokenizers)
     denoiser_name: ClassVar[str]  # the pipeline attribute that gets the LoRA: unet or transformer
     kohya_prefix: ClassVar[str] = "lora_unet"
-    # Latent side must divide by this (VAE factor, times FLUX's 2x2 packing).
+    # Image sides must divide by this (VAE factor, times FLUX's 2x2 packing).
     multiple: ClassVar[int] = 8
+    # kohya's `ss_base_model_version` and the `modelspec.architecture` that UIs read.
+    base_model_version: ClassVar[str]
+    architecture: ClassVar[str]
+    # Batch size at 1024 px by GPU memory: (below this many GiB, batch). Estimates, not yet measured.
+    batch_at_1024: ClassVar[tuple[tuple[float, int], ...]] = ((16, 2), (40, 4), (1e9, 8))
+
+    @classmethod
+    def pipeline_class_name(cls) -> str:
+        from app.trainings.catalog import FAMILIES
+
+        return FAMILIES[cls.name].pipeline_class
+
+    @classmethod
+    def batch_size_for(cls, gib: float, resolution: int) -> int:
+        """The largest batch this family fits in `gib` of GPU memory at `resolution` (bf16, checkpointing)."""
+        at_1024 = next(size for limit, size in cls.batch_at_1024 if gib < limit)
+        return max(1, int(at_1024 * (1024 / max(resolution, 256)) ** 2))
+
+    @classmethod
+    def kohya_state_dict(
+        cls, modules: dict[str, tuple[torch.Tensor, torch.Tensor]], alpha: float
+    ) -> dict[str, torch.Tensor]:
+        """sd-scripts' keys for each LoRA'd module (path -> (lora_A, lora_B)): the diffusers path, underscored."""
+        out: dict[str, torch.Tensor] = {}
+        for module, (down, up) in modules.items():
+            name = f"{cls.kohya_prefix}_" + module.replace(".", "_")
+            out[f"{name}.lora_down.weight"] = down.contiguous()
+            out[f"{name}.lora_up.weight"] = up.contiguous()
+            out[f"{name}.alpha"] = torch.tensor(float(alpha))
+        return out
 
     def __init__(self, pipe: Any, *, device: torch.device, dtype: torch.dtype) -> None:
         self.pipe, self.device, self.dtype = pipe, device, dtype
@@ -44,14 +111,18 @@ class Family(ABC):
 
         diffusers.utils.logging.disable_progress_bar()  # progress is ours to report
         transformers.utils.logging.disable_progress_bar()
-        pipeline_cls = getattr(diffusers, cls.pipeline_class_name)
+        wanted = cls.pipeline_class_name()
+        pipeline_cls = getattr(diffusers, wanted)
         found = _pipeline_class(source)
-        if found and found != cls.pipeline_class_name:
-            raise ModelLoadError(f"{source} is a {found}, not a {cls.pipeline_class_name}")
+        if found and found != wanted:
+            raise ModelLoadError(
+                f"it is a {found}, not a {wanted}",
+                "Use a base model of the family the training was created for, or start a new training.",
+            )
         try:
             pipe = pipeline_cls.from_pretrained(source, dtype=dtype)
-        except (OSError, ValueError, EnvironmentError) as exc:  # noqa: UP024 - Hub errors subclass OSError
-            raise ModelLoadError(f"could not load {source}: {exc}") from exc
+        except (OSError, ValueError) as exc:  # Hub and file errors subclass OSError
+            raise why_not_loaded(source, exc) from exc
         pipe.set_progress_bar_config(disable=True)
         for name in ("vae", "unet", "transformer", "text_encoder", "text_encoder_2"):
             module = getattr(pipe, name, None)

@@ -15,8 +15,9 @@ MIN_SNR_GAMMA = 5.0  # Hang et al. 2023; the diffusers examples' recommended val
 
 class SD15(Family):
     name = "sd15"
-    pipeline_class_name: ClassVar[str] = "StableDiffusionPipeline"
     denoiser_name = "unet"
+    base_model_version: ClassVar[str] = "sd_v1"
+    architecture: ClassVar[str] = "stable-diffusion-v1/lora"
 
     def __init__(self, pipe, *, device: torch.device, dtype: torch.dtype) -> None:  # noqa: ANN001
         super().__init__(pipe, device=device, dtype=dtype)

@@ -12,7 +12,9 @@ from worker.training.families.sd15 import SD15
 
 class SDXL(SD15):
     name = "sdxl"
-    pipeline_class_name: ClassVar[str] = "StableDiffusionXLPipeline"
+    base_model_version: ClassVar[str] = "sdxl_base_v1-0"
+    architecture: ClassVar[str] = "stable-diffusion-xl-v1-base/lora"
+    batch_at_1024: ClassVar[tuple[tuple[float, int], ...]] = ((24, 1), (48, 2), (100, 4), (1e9, 8))
 
     @torch.no_grad()
     def encode_prompts(self, captions: list[str]) -> list[Cond]:
