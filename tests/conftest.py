@@ -163,10 +163,10 @@ def _clean_slate(request: pytest.FixtureRequest) -> Iterator[None]:
         return
     settings = request.getfixturevalue("settings")
     from app.core.db import session_factory, session_scope
-    from app.db import ApiKey, LoraModel, Photo, Subject, Training, User
+    from app.db import ApiKey, Model, Photo, Subject, Training, User
 
     with session_scope(session_factory(settings)) as session:
-        for table in (LoraModel, Training, Photo, Subject, ApiKey, User):
+        for table in (Model, Training, Photo, Subject, ApiKey, User):
             session.execute(delete(table))
     shutil.rmtree(settings.data_dir / "storage", ignore_errors=True)
 

@@ -168,7 +168,7 @@ class Training(IdMixin, TimestampMixin, Base):
     status: Mapped[str] = mapped_column(String(16), default=TrainingStatus.queued, nullable=False)
     progress: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, nullable=False)
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    # When each phase began: {"preparing": iso, "training": iso, "assessing": iso}.
+    # When each phase began and the run ended: {"preparing": iso, "training": iso, ..., "succeeded": iso}.
     phases: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, nullable=False)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -185,7 +185,7 @@ class Training(IdMixin, TimestampMixin, Base):
     model_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
 
 
-class LoraModel(IdMixin, TimestampMixin, Base):
+class Model(IdMixin, TimestampMixin, Base):
     """A trained LoRA: what a training produced, downloadable in two formats."""
 
     __tablename__ = "models"

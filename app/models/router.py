@@ -12,8 +12,8 @@ from app.core.deps import DB, AppSettings, AppStorage, CurrentUser
 from app.core.errors import NotFound
 from app.core.pagination import Page, PageParams, next_cursor
 from app.core.storage import ObjectNotFound
-from app.loras import service
-from app.loras.schemas import ModelRead
+from app.models import service
+from app.models.schemas import ModelRead
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 

@@ -1,4 +1,4 @@
-"""Trained LoRAs: read, list, delete, and where their files are."""
+"""Models (trained LoRAs): read, list, delete, and where their files are."""
 
 from __future__ import annotations
 
@@ -9,34 +9,31 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.core.errors import NotFound
+from app.core.keys import model_prefix
 from app.core.pagination import keyset
 from app.core.settings import Settings
 from app.core.storage import Storage
 from app.core.tx import after_commit
-from app.db import LoraModel, User
-from app.loras.schemas import ModelFile, ModelRead
+from app.db import Model, User
+from app.models.schemas import ModelFile, ModelRead
 from app.trainings.catalog import TINY_NOTE
 
 FORMATS = ("diffusers", "kohya")
 
 
-def model_prefix(user_id: uuid.UUID, model_id: uuid.UUID) -> str:
-    return f"users/{user_id}/models/{model_id}/"
-
-
-def get_model(session: Session, *, user: User, model_id: uuid.UUID) -> LoraModel:
-    model = session.scalar(select(LoraModel).where(LoraModel.id == model_id, LoraModel.user_id == user.id))
+def get_model(session: Session, *, user: User, model_id: uuid.UUID) -> Model:
+    model = session.scalar(select(Model).where(Model.id == model_id, Model.user_id == user.id))
     if model is None:
         raise NotFound("No such model.", code="model_not_found", hint="List yours with GET /v1/models.")
     return model
 
 
-def list_models(session: Session, *, user: User, after: uuid.UUID | None, limit: int) -> list[LoraModel]:
-    query = select(LoraModel).where(LoraModel.user_id == user.id)
-    return list(session.scalars(keyset(query, LoraModel.id, after=after, limit=limit)))
+def list_models(session: Session, *, user: User, after: uuid.UUID | None, limit: int) -> list[Model]:
+    query = select(Model).where(Model.user_id == user.id)
+    return list(session.scalars(keyset(query, Model.id, after=after, limit=limit)))
 
 
-def delete_model(session: Session, *, model: LoraModel, storage: Storage) -> None:
+def delete_model(session: Session, *, model: Model, storage: Storage) -> None:
     """Delete the row; its files go once the deletion has committed."""
     prefix = model_prefix(model.user_id, model.id)
     session.delete(model)
@@ -44,12 +41,12 @@ def delete_model(session: Session, *, model: LoraModel, storage: Storage) -> Non
     after_commit(session, lambda: storage.delete_prefix(prefix))
 
 
-def download_name(model: LoraModel, fmt: str) -> str:
+def download_name(model: Model, fmt: str) -> str:
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", model.name).strip("_") or "lora"
     return f"{stem}-{model.trigger_word}{'' if fmt == 'diffusers' else '-kohya'}.safetensors"
 
 
-def to_read(model: LoraModel, settings: Settings) -> ModelRead:
+def to_read(model: Model, settings: Settings) -> ModelRead:
     base = settings.public_url.rstrip("/")
     files = [
         ModelFile(

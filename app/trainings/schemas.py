@@ -63,7 +63,7 @@ class TrainingCreate(BaseModel):
         return value
 
 
-class Progress(BaseModel):
+class ProgressRead(BaseModel):
     step: int = 0
     total_steps: int = 0
     loss: float | None = None
@@ -85,7 +85,7 @@ class TrainingRead(BaseModel):
     family: str
     trigger_word: str
     status: str
-    progress: Progress
+    progress: ProgressRead
     error: ErrorInfo | None
     settings: dict[str, Any]
     validation_prompts: list[str]
