@@ -319,42 +319,32 @@ def keys_revoke(key: str) -> None:
 
 @main.command()
 @click.argument("photos_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--base-model", default=None, help="Preset (sd15, sdxl, flux-dev, tiny-*), Hub id or diffusers folder.")
-@click.option("--steps", type=int, default=None, help="Training steps (default: the family's).")
 @click.option("--output", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--base-model", default=None, help="Preset (sd15, sdxl, flux-dev, tiny-*), Hub id or diffusers folder.")
+@click.option("--name", default=None, help="The model's name in its files (default: the output folder's name).")
 @click.option("--trigger-word", default=None, help="Generated when omitted.")
 @click.option("--class-word", default="person", show_default=True, help="man, woman, person...")
-@click.option("--rank", type=int, default=None)
-@click.option("--learning-rate", type=float, default=None)
-@click.option("--resolution", type=int, default=None)
+@click.option("--steps", type=int, default=None, help="Training steps (default: the family's).")
+@click.option("--rank", type=int, default=None, help="LoRA rank (default: the family's).")
+@click.option("--learning-rate", type=float, default=None, help="(default: the family's)")
+@click.option("--resolution", type=int, default=None, help="(default: the family's)")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--face-weight", type=float, default=3.0, show_default=True, help="1.0 turns face weighting off.")
-@click.option("--batch-size", type=int, default=None)
+@click.option("--face-weight", type=float, default=None, help="Face loss weight; 1.0 turns it off (default: 3).")
+@click.option("--batch-size", type=int, default=None, help="(default: from the photo count and GPU memory)")
 @click.option("--min-photos", type=int, default=None, help="[LOOKALIKE_MIN_TRAINING_PHOTOS]")
-def train(
-    photos_dir,
-    base_model,
-    steps,
-    output,
-    trigger_word,
-    class_word,
-    rank,
-    learning_rate,
-    resolution,
-    seed,  # noqa: ANN001, PLR0913
-    face_weight,
-    batch_size,
-    min_photos,
-) -> None:
+def train(photos_dir: Path, output: Path, base_model: str | None, name: str | None, **knobs: object) -> None:
     """Analyse, train and export a LoRA from a folder of photos: no server, database or queue."""
     # The one command that runs worker code in this process (torch, diffusers): imported here only.
-    from app.trainings.catalog import UnknownBaseModel, default_base_model
+    from app.trainings.catalog import TINY_NOTE, UnknownBaseModel, default_base_model, resolve
     from worker.training.errors import TrainingError
     from worker.training.local import train_folder
 
     logging.basicConfig(level=logging.WARNING)
     settings = get_settings()
+    if knobs["min_photos"] is not None:
+        settings = settings.model_copy(update={"min_training_photos": knobs["min_photos"]})
     base_model = base_model or default_base_model(settings.default_base_model)
+    overrides = {k: knobs[k] for k in ("steps", "rank", "learning_rate", "resolution", "face_weight", "batch_size")}
     bar = None
 
     def on_photo(photo) -> None:  # noqa: ANN001
@@ -376,19 +366,13 @@ def train(
         run = train_folder(
             photos_dir,
             output=output,
+            settings=settings,
             base_model=base_model,
-            steps=steps,
-            trigger_word=trigger_word,
-            class_word=class_word,
-            rank=rank,
-            learning_rate=learning_rate,
-            resolution=resolution,
-            seed=seed,
-            face_weight=face_weight,
-            batch_size=batch_size,
-            min_photos=min_photos if min_photos is not None else settings.min_training_photos,
-            max_photos=settings.max_training_photos,
-            models_dir=settings.resolved_models_dir,
+            name=name,
+            trigger_word=knobs["trigger_word"],
+            class_word=knobs["class_word"],
+            seed=knobs["seed"],
+            overrides=overrides,
             on_photo=on_photo,
             on_progress=on_progress,
         )
@@ -399,7 +383,6 @@ def train(
     finally:
         if bar is not None:
             bar.__exit__(None, None, None)
-    from app.trainings.catalog import TINY_NOTE, resolve
 
     click.echo(f"Trigger word: {run.trigger_word}")
     for fmt, path in run.files.items():

@@ -67,7 +67,7 @@ def plain(preset: str, steps: int, resolution: int, models: Path) -> dict[str, f
     import torch
     from peft import LoraConfig
 
-    from app.trainings.catalog import resolve
+    from app.trainings.catalog import Defaults, resolve
     from worker.training.data import bucket_size, face_weights, fit_image, to_pixels
     from worker.training.families import family_class
     from worker.training.presets import ensure_tiny
@@ -93,7 +93,7 @@ def plain(preset: str, steps: int, resolution: int, models: Path) -> dict[str, f
         mean, std = family.encode_images(to_pixels(framed))  # every step
         cond = family.encode_prompts([item.caption])[0]  # every step
         latents = family.sample_latents(mean, std, generator)
-        weights = face_weights(size, face, 3.0, size[0] // mean.shape[-1])
+        weights = face_weights(size, face, Defaults.face_weight, size[0] // mean.shape[-1])
         loss = family.loss(latents, cond, weights, generator).mean()
         loss.backward()
         optimizer.step()

@@ -68,7 +68,7 @@ class Settings(BaseSettings):
     training_max_attempts: int = Field(default=3, ge=1)
     checkpoint_every: int = Field(default=250, ge=1)
     training_progress_s: float = Field(default=2.0, ge=0)  # how often progress is written (and cancel seen)
-    models_dir: Path | None = None
+    models_dir: Path | None = None  # where tiny presets are generated; default <data_dir>/models
 
     # Photo analysis: the hard time limit of one photo (the worker process is killed past it, and a
     # claim older than this is a dead worker's), and how many claims a photo gets before it fails.
@@ -80,7 +80,7 @@ class Settings(BaseSettings):
     # (a message lost between commit and broker, or dropped by a killed worker). Each later resend
     # of the same job waits at least twice as long, so a long backlog is not flooded with copies.
     sweep_interval_s: float = Field(default=15.0, gt=0)
-    requeue_after_s: float = Field(default=120.0, gt=0)  # where tiny presets are generated; default <data_dir>/models
+    requeue_after_s: float = Field(default=120.0, gt=0)
 
     @property
     def resolved_models_dir(self) -> Path:

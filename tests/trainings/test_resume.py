@@ -13,7 +13,7 @@ from safetensors.torch import load as load_tensors
 
 from app.core import queue
 from app.core.db import session_factory, session_scope
-from app.db import LoraModel, Training
+from app.db import Model, Training
 from app.db.base import utcnow
 from worker.housekeeping.sweep import sweep
 from worker.training.tasks import run_training
@@ -45,7 +45,6 @@ def _queued_training(settings: Any, account: Any, subject_id: str) -> uuid.UUID:
                 "batch_size": None,
                 "face_weight": 3.0,
                 "gradient_checkpointing": False,
-                "checkpoint_every": 5,
                 "source": "tiny-sd15",
             },
             status="queued",
@@ -59,7 +58,7 @@ def _queued_training(settings: Any, account: Any, subject_id: str) -> uuid.UUID:
 
 def _lora(settings: Any, storage: Any, training_id: uuid.UUID) -> dict[str, torch.Tensor]:
     with session_scope(session_factory(settings)) as session:
-        model = session.query(LoraModel).filter_by(training_id=training_id).one()
+        model = session.query(Model).filter_by(training_id=training_id).one()
         return load_tensors(storage.get(model.files["diffusers"]["key"]))
 
 
@@ -67,6 +66,7 @@ def test_killed_worker_resumes_from_checkpoint(
     settings: Any, storage: Any, account: Any, ready_subject: dict, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(settings, "training_progress_s", 0.0)  # report (and so reach the seam) every step
+    monkeypatch.setattr(settings, "checkpoint_every", 5)
     sessions = session_factory(settings)
     killed_id = _queued_training(settings, account, ready_subject["id"])
 

@@ -11,68 +11,37 @@ token and on the status, so a cancel (or a lost lease) stops the loop at its nex
 
 from __future__ import annotations
 
-import io
 import logging
 import threading
 import uuid
-import zlib
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
-from PIL import Image
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.db import retried, session_factory, session_scope
+from app.core.keys import model_prefix, photo_key, training_prefix
 from app.core.queue import TRAIN_MODEL
 from app.core.settings import Settings, get_settings
-from app.core.storage import ObjectNotFound, Storage, get_storage, photo_key
-from app.db import RUNNING_TRAINING, LoraModel, Photo, PhotoStatus, Subject, Training, TrainingStatus
+from app.core.storage import Storage, get_storage
+from app.db import RUNNING_TRAINING, Model, Photo, PhotoStatus, Subject, Training, TrainingStatus
 from app.db.base import utcnow
-from app.loras.service import model_prefix
 from app.photos.reasons import REJECTED
-from app.photos.service import training_caption
-from app.trainings import trigger
 from worker.housekeeping.registry import NO_MESSAGE
 from worker.lifecycle import stopping
-from worker.training.data import TrainItem, face_in_crop
 from worker.training.errors import Canceled, Interrupted, TrainingError
-from worker.training.export import diffusers_file, kohya_file, metadata
-from worker.training.trainer import Hooks, Progress, TrainConfig, train
+from worker.training.pipeline import Reporter, RunSpec, TrainPhoto, clear_work, run_pipeline
+from worker.training.trainer import Progress
 
 log = logging.getLogger(__name__)
 
 
 # A FLUX.1-dev run of 4,000 steps at 1024 px takes about an hour on an H100; six allows slow GPUs.
 TIME_LIMIT_S = 6 * 3600
-
-
-def training_prefix(user_id: uuid.UUID, training_id: uuid.UUID) -> str:
-    return f"users/{user_id}/trainings/{training_id}/"
-
-
-class StorageStore:
-    """The trainer's BlobStore on object storage, under the training's prefix."""
-
-    def __init__(self, storage: Storage, prefix: str) -> None:
-        self.storage, self.prefix = storage, prefix
-
-    def get(self, name: str) -> bytes | None:
-        try:
-            return self.storage.get(self.prefix + name)
-        except ObjectNotFound:
-            return None
-
-    def put(self, name: str, data: bytes) -> None:
-        self.storage.put(self.prefix + name, data)  # atomic: temp file + rename, or one S3 PUT
-
-    def list(self, prefix: str) -> list[str]:
-        return [k[len(self.prefix) :] for k in self.storage.list(self.prefix + prefix)]
-
-    def delete(self, name: str) -> None:
-        self.storage.delete(self.prefix + name)
 
 
 @dataclass
@@ -137,7 +106,7 @@ def run_training(
             return _run(job, lease, sessions=sessions, storage=storage, settings=settings, on_step=on_step)
         except Canceled as exc:
             log.info("training %s stopped at step %d: canceled", job.id, exc.step)
-            _cleanup(storage, job)
+            clear_work(_work(storage, job))
             return "canceled"
         except Interrupted as exc:
             _hand_back(sessions, job)
@@ -184,9 +153,7 @@ def _claim(training_id: uuid.UUID, sessions: sessionmaker[Session]) -> _Job | st
         if not claimed:
             # Held by a live worker, or by a dead one until the sweep sees its lease go stale.
             return "running elsewhere" if row.status in RUNNING_TRAINING else f"already {row.status}"
-        phases = dict(row.phases or {})
-        phases.setdefault("preparing", now.isoformat())
-        row.phases = phases
+        _mark_phase(row, TrainingStatus.preparing, now)
         if row.started_at is None:
             row.started_at = now
         return _Job(row.id, row.user_id, row.subject_id, token)
@@ -213,36 +180,24 @@ def _run(
         subject = session.get(Subject, job.subject_id)
         if row is None or subject is None:
             raise Canceled(0)
-        params, family, trigger_word = dict(row.params), row.family, row.trigger_word
-        generated, base_model, name, tiny = row.trigger_generated, row.base_model, row.name, row.tiny
-        items = _items(session, storage, subject, trigger_word, settings)
-
-    source = params["source"]
-    if tiny and not source.startswith("/"):
-        from worker.training.presets import ensure_tiny
-
-        source = str(ensure_tiny(source, settings.resolved_models_dir))
-    config = TrainConfig(
-        family=family,
-        source=source,
-        steps=int(params["steps"]),
-        learning_rate=float(params["learning_rate"]),
-        rank=int(params["rank"]),
-        resolution=int(params["resolution"]),
-        multires=tuple(params.get("multires") or (1.0,)),
-        batch_size=params.get("batch_size"),
-        seed=int(params["seed"]),
-        face_weight=float(params.get("face_weight", 3.0)),
-        gradient_checkpointing=bool(params.get("gradient_checkpointing")),
-        checkpoint_every=int(params.get("checkpoint_every") or settings.checkpoint_every),
-        progress_every_s=settings.training_progress_s,
-    )
-    store = StorageStore(storage, training_prefix(job.user_id, job.id))
+        spec = RunSpec(
+            name=row.name,
+            base_model=row.base_model,
+            family=row.family,
+            tiny=row.tiny,
+            trigger_word=row.trigger_word,
+            class_word=subject.class_word,
+            params=dict(row.params),
+        )
+        photos = _photos(session, storage, subject)
 
     def alive() -> bool:
         return not lease.lost.is_set()
 
     def phase(name_: str) -> None:
+        if name_ == "assessing":
+            _advance(sessions, job, TrainingStatus.training, TrainingStatus.assessing)
+            return
         if stopping():
             raise Interrupted(0)
         if name_ == "training":
@@ -256,60 +211,56 @@ def _run(
             on_step(p)
         return ok and alive()
 
-    if generated:
-        trigger_word = _check_trigger(job, sessions, config, trigger_word)
-
-    result = train(items, config, Hooks(progress=progress, phase=phase, store=store, should_stop=stopping))
-
-    _advance(sessions, job, TrainingStatus.training, TrainingStatus.assessing)
-    # The quality assessment hooks in here; until it exists, the final LoRA is the result.
     model_id = uuid.uuid4()
-    settings_meta = {k: v for k, v in params.items() if k != "source"} | {"batch_size": result.batch_size}
-    meta = metadata(
-        family=family,
-        base_model=base_model,
-        trigger_word=trigger_word,
-        name=name,
-        rank=result.rank,
-        alpha=result.alpha,
-        settings=settings_meta,
-    )
-    prefix = model_prefix(job.user_id, model_id)
-    files = {}
-    for fmt, blob in (
-        ("diffusers", diffusers_file(family, result.lora, meta)),
-        ("kohya", kohya_file(family, result.lora, result.alpha, meta)),
-    ):
-        key = f"{prefix}lora{'' if fmt == 'diffusers' else '_kohya'}.safetensors"
-        storage.put(key, blob, content_type="application/octet-stream")
-        files[fmt] = {"key": key, "size_bytes": len(blob)}
-
-    model = LoraModel(
+    out = model_prefix(job.user_id, model_id)
+    try:
+        exported = run_pipeline(
+            spec,
+            photos,
+            storage=storage,
+            work=_work(storage, job),
+            out=out,
+            settings=settings,
+            reporter=Reporter(phase=phase, progress=progress, should_stop=stopping),
+            fix_hint="Upload more clear photos of the same person, check GET /v1/subjects/{id}/report, "
+            "then start again.",
+        )
+    except BaseException:
+        storage.delete_prefix(out)  # files of an export cut short
+        raise
+    result = exported.result
+    model = Model(
         id=model_id,
         user_id=job.user_id,
         training_id=job.id,
         subject_id=job.subject_id,
-        name=name,
-        base_model=base_model,
-        family=family,
-        tiny=tiny,
-        trigger_word=trigger_word,
+        name=spec.name,
+        base_model=spec.base_model,
+        family=spec.family,
+        tiny=spec.tiny,
+        trigger_word=spec.trigger_word,
         rank=result.rank,
-        files=files,
+        files=exported.files,
         quality=None,
         samples=[],
     )
-    final = _progress_dict(config.steps, config.steps, result.final_loss, 0.0)
+    total = int(spec.params["steps"])
+    final = _progress_dict(total, total, result.final_loss, 0.0)
     if not _succeed(sessions, job, model, final):
-        storage.delete_prefix(prefix)
-        raise Canceled(config.steps)
-    _cleanup(storage, job)
+        storage.delete_prefix(out)
+        raise Canceled(total)
+    clear_work(_work(storage, job))
     log.info("training %s succeeded: model %s (%s)", job.id, model_id, result.timings)
     return "succeeded"
 
 
+def _work(storage: Storage, job: _Job) -> Storage:
+    """The run's cache and checkpoints: its folder in the store."""
+    return storage.under(training_prefix(job.user_id, job.id))
+
+
 @retried
-def _succeed(sessions: sessionmaker[Session], job: _Job, model: LoraModel, progress: dict[str, Any]) -> bool:
+def _succeed(sessions: sessionmaker[Session], job: _Job, model: Model, progress: dict[str, Any]) -> bool:
     """Record the model and `succeeded` in one transaction; False if the job was canceled or taken over."""
     with session_scope(sessions) as session:
         done = session.execute(
@@ -318,86 +269,46 @@ def _succeed(sessions: sessionmaker[Session], job: _Job, model: LoraModel, progr
             .where(Training.status == TrainingStatus.assessing)
             .values(status=TrainingStatus.succeeded, finished_at=utcnow(), model_id=model.id, progress=progress)
         ).rowcount
+        row = session.get(Training, job.id)
         if not done:
             # A first try whose commit went through but whose answer was lost looks like this too.
-            row = session.get(Training, job.id)
             return row is not None and row.status == TrainingStatus.succeeded and row.model_id == model.id
+        _mark_phase(row, TrainingStatus.succeeded, row.finished_at)
         session.add(model)
     return True
 
 
-def _items(
-    session: Session, storage: Storage, subject: Subject, trigger_word: str, settings: Settings
-) -> list[TrainItem]:
-    """The subject's selected photos: framed crop (or the original), caption with the trigger word, face box."""
-    photos = list(
-        session.scalars(
-            select(Photo)
-            .where(Photo.subject_id == subject.id, Photo.status == PhotoStatus.analyzed, Photo.selected.is_(True))
-            .where(Photo.excluded.is_(False), Photo.verdict != REJECTED)
-            .order_by(Photo.id)
-        )
+def _mark_phase(row: Training, name: str, at: datetime) -> None:
+    """When the run entered `name` (the row must be this worker's: written under its lease or just ended)."""
+    phases = dict(row.phases or {})
+    phases.setdefault(name, at.isoformat())
+    row.phases = phases
+
+
+def _photos(session: Session, storage: Storage, subject: Subject) -> list[TrainPhoto]:
+    """The subject's selected photos, in upload order; their images are read when the pipeline frames them."""
+    rows = session.scalars(
+        select(Photo)
+        .where(Photo.subject_id == subject.id, Photo.status == PhotoStatus.analyzed, Photo.selected.is_(True))
+        .where(Photo.excluded.is_(False), Photo.verdict != REJECTED)
+        .order_by(Photo.id)
     )
-    if len(photos) < settings.min_training_photos:
-        raise TrainingError(
-            "not_enough_photos",
-            f"Only {len(photos)} usable photo(s) are selected; training needs at least {settings.min_training_photos}.",
-            "Upload more clear photos of the same person, check GET /v1/subjects/{id}/report, then start again.",
+    photos = []
+    for row in rows:
+        crop = photo_key(row.user_id, row.subject_id, row.id, "crop", "jpg") if row.has_crop else None
+        original = photo_key(row.user_id, row.subject_id, row.id, "original", row.stored_ext)
+        photos.append(
+            TrainPhoto(
+                key=f"{row.id}:{row.sha256[:12]}",
+                caption=row.caption,
+                auto_caption=row.auto_caption,
+                face_box=row.face_box,
+                crop_box=row.crop_box,
+                crop=(lambda k=crop: storage.get_or_none(k) if k else None),
+                original=(lambda k=original: storage.get(k)),
+            )
         )
-    items = []
-    for photo in photos:
-        image, box = _framed(storage, photo)
-        caption = training_caption(
-            caption=photo.caption, auto_caption=photo.auto_caption, trigger=trigger_word, class_word=subject.class_word
-        )
-        items.append(TrainItem(key=f"{photo.id}:{photo.sha256[:12]}", image=image, caption=caption, face_box=box))
-    return items
-
-
-def _framed(storage: Storage, photo: Photo) -> tuple[Image.Image, tuple[float, float, float, float] | None]:
-    """The analysis crop with the face box moved into it; the original when there is no crop."""
-    face = photo.face_box
-    if photo.has_crop and photo.crop_box:
-        try:
-            data = storage.get(photo_key(photo.user_id, photo.subject_id, photo.id, "crop", "jpg"))
-        except ObjectNotFound:
-            data = None
-        if data is not None:
-            image = Image.open(io.BytesIO(data)).convert("RGB")
-            return image, face_in_crop(face, photo.crop_box, image.width)
-    data = storage.get(photo_key(photo.user_id, photo.subject_id, photo.id, "original", photo.stored_ext))
-    image = Image.open(io.BytesIO(data)).convert("RGB")  # centre-cropped into its bucket by the trainer
-    return image, tuple(face) if face else None  # type: ignore[return-value]
-
-
-def _check_trigger(job: _Job, sessions: sessionmaker[Session], config: TrainConfig, word: str) -> str:
-    """Swap a generated trigger word for one that fits the real tokenizer's budget, before training starts."""
-    from transformers import AutoTokenizer
-
-    from app.trainings.catalog import FLUX
-
-    try:
-        tokenizers = [AutoTokenizer.from_pretrained(config.source, subfolder="tokenizer")]
-        if config.family == FLUX:
-            tokenizers.append(AutoTokenizer.from_pretrained(config.source, subfolder="tokenizer_2"))
-    except (OSError, ValueError):
-        return word  # the model load will report what is wrong
-
-    def count(text: str) -> int:
-        return max(len(t(text, add_special_tokens=False).input_ids) for t in tokenizers)
-
-    if count(word) <= trigger.MAX_TOKENS:
-        return word
-    with session_scope(sessions) as session:
-        taken = set(
-            session.scalars(select(Training.trigger_word).where(Training.user_id == job.user_id, Training.id != job.id))
-        )
-        better = trigger.generate(seed=zlib.crc32(job.subject_id.bytes), taken=taken, count_tokens=count)
-        if count(better) < count(word):
-            session.execute(update(Training).where(Training.id == job.id).values(trigger_word=better))
-            log.info("training %s: trigger word %s -> %s (%d tokens)", job.id, word, better, count(better))
-            return better
-    return word
+    return photos
 
 
 def _progress_dict(step: int, total: int, loss: float | None, eta: float | None) -> dict[str, Any]:
@@ -439,10 +350,7 @@ def _advance(sessions: sessionmaker[Session], job: _Job, current: str, new: str)
         ).rowcount
         if not moved:
             raise Canceled(0)
-        row = session.get(Training, job.id)  # ours now: the phases are written under the same lease
-        phases = dict(row.phases or {})
-        phases.setdefault(new, now.isoformat())
-        row.phases = phases
+        _mark_phase(session.get(Training, job.id), new, now)  # ours now: written under the same lease
 
 
 @retried
@@ -460,13 +368,16 @@ def _hand_back(sessions: sessionmaker[Session], job: _Job) -> None:
 
 @retried
 def _fail(sessions: sessionmaker[Session], job: _Job, error: dict[str, str]) -> None:
+    now = utcnow()
     with session_scope(sessions) as session:
-        session.execute(
+        failed = session.execute(
             update(Training)
             .where(Training.id == job.id, Training.worker_token == job.token)
             .where(Training.status.in_(RUNNING_TRAINING))
-            .values(status=TrainingStatus.failed, error=error, finished_at=utcnow())
-        )
+            .values(status=TrainingStatus.failed, error=error, finished_at=now)
+        ).rowcount
+        if failed:
+            _mark_phase(session.get(Training, job.id), TrainingStatus.failed, now)
     log.warning("training %s failed: %s", job.id, error["code"])
 
 
@@ -492,13 +403,6 @@ def _unexpected(exc: Exception) -> dict[str, str]:
         "message": "The training failed unexpectedly.",
         "hint": "Start it again; if it fails again, report this training's id to the operator.",
     }
-
-
-def _cleanup(storage: Storage, job: _Job) -> None:
-    """The cache and checkpoints are only for resuming this run."""
-    prefix = training_prefix(job.user_id, job.id)
-    for part in ("cache/", "checkpoints/"):
-        storage.delete_prefix(prefix + part)
 
 
 def _free_gpu() -> None:

@@ -15,17 +15,20 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import math
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
-from worker.training.data import TrainItem, batch_schedule, bucket_size, face_weights, fit_image, to_pixels
+from app.core.storage import Storage
+from app.trainings.catalog import Defaults
+from worker.training.data import BUCKET_STEP, TrainItem, batch_schedule, bucket_size, face_weights, fit_image, to_pixels
 from worker.training.errors import Canceled, Interrupted, TrainingError
 from worker.training.families import Family, ModelLoadError, family_class
 
@@ -43,7 +46,7 @@ class TrainConfig:
     multires: tuple[float, ...] = (1.0,)
     batch_size: int | None = None  # None: from the photo count and GPU memory
     seed: int = 0
-    face_weight: float = 3.0  # loss weight on the face relative to the rest; 1.0 turns it off
+    face_weight: float = Defaults.face_weight  # loss weight on the face relative to the rest; 1.0 turns it off
     gradient_checkpointing: bool = False
     checkpoint_every: int = 250
     warmup_steps: int | None = None  # None: 5% of the steps, at most 100
@@ -68,20 +71,13 @@ class Progress:
     seconds_per_step: float | None
 
 
-class BlobStore(Protocol):
-    """Where the cache and checkpoints live: storage keys for the service, a folder for the CLI."""
-
-    def get(self, name: str) -> bytes | None: ...
-    def put(self, name: str, data: bytes) -> None: ...
-    def list(self, prefix: str) -> list[str]: ...
-    def delete(self, name: str) -> None: ...
-
-
 @dataclass
 class Hooks:
     progress: Callable[[Progress], bool] = lambda _p: True  # False: stop (the run was canceled)
     phase: Callable[[str], None] = lambda _name: None  # "caching", "training"
-    store: BlobStore | None = None
+    # Where the cache and checkpoints live: the training's folder in the service's storage, or the
+    # CLI's work folder (a Storage seen `under` that prefix); None keeps nothing (benchmarks).
+    store: Storage | None = None
     # True: checkpoint now and stop with Interrupted (the worker is shutting down); read every step.
     should_stop: Callable[[], bool] = lambda: False
 
@@ -125,16 +121,12 @@ def pick_dtype(config: TrainConfig, device: torch.device) -> torch.dtype:
     return torch.bfloat16
 
 
-def choose_batch_size(family: str, items: int, resolution: int, device: torch.device) -> int:
-    """Largest batch that fits this GPU at this resolution, but at least ~4 steps per epoch."""
+def choose_batch_size(family: type[Family], items: int, resolution: int, device: torch.device) -> int:
+    """Largest batch the family fits on this GPU at this resolution, but at least ~4 steps per epoch."""
     if device.type != "cuda":
         return 1
     gib = torch.cuda.get_device_properties(device).total_memory / 2**30
-    # Estimated (not yet measured) budgets at 1024 px with gradient checkpointing and bf16 weights.
-    table = {"flux": [(48, 1), (100, 2), (1e9, 4)], "sdxl": [(24, 1), (48, 2), (100, 4), (1e9, 8)]}
-    steps = table.get(family, [(16, 2), (40, 4), (1e9, 8)])
-    at_1024 = next(size for limit, size in steps if gib < limit)
-    by_memory = max(1, int(at_1024 * (1024 / max(resolution, 256)) ** 2))
+    by_memory = family.batch_size_for(gib, resolution)
     return max(1, min(by_memory, items // 4 or 1, 16))
 
 
@@ -159,7 +151,7 @@ def train(items: list[TrainItem], config: TrainConfig, hooks: Hooks | None = Non
         torch.cuda.empty_cache()
     timings["cache"] = time.perf_counter() - t0
 
-    batch = config.batch_size or choose_batch_size(config.family, len(items), config.resolution, device)
+    batch = config.batch_size or choose_batch_size(type(family), len(items), config.resolution, device)
     groups: dict[tuple[int, int], list[int]] = {}
     for index, sample in enumerate(samples):
         groups.setdefault(sample.size, []).append(index)
@@ -257,11 +249,7 @@ def load_family(config: TrainConfig, device: torch.device, dtype: torch.dtype) -
         return family_class(config.family).load(config.source, device=device, dtype=dtype)
     except ModelLoadError as exc:
         raise TrainingError(
-            "base_model_unavailable",
-            f"The base model {config.source!r} could not be loaded.",
-            "Check the name (a preset, a Hub id or a local diffusers folder), that the worker can reach the "
-            "Hugging Face Hub or has the model in its cache, and that gated models have an HF_TOKEN set. "
-            f"Detail: {exc}",
+            "base_model_unavailable", f"The base model {config.source!r} could not be loaded: {exc.reason}.", exc.hint
         ) from exc
 
 
@@ -285,7 +273,7 @@ def _add_lora(denoiser: torch.nn.Module, family: Family, config: TrainConfig) ->
 
 
 def _cache(
-    family: Family, items: list[TrainItem], config: TrainConfig, store: BlobStore | None
+    family: Family, items: list[TrainItem], config: TrainConfig, store: Storage | None
 ) -> tuple[list[_Sample], list[dict[str, torch.Tensor]]]:
     """Latent distributions per (image, bucket) and embeddings per caption, from the store when there."""
     captions = sorted({item.caption for item in items})
@@ -293,7 +281,7 @@ def _cache(
     conds: list[dict[str, torch.Tensor] | None] = [None] * len(captions)
     missing = []
     for i, caption in enumerate(captions):
-        blob = store.get(f"cache/text/{_digest(family.name, caption)}.safetensors") if store else None
+        blob = store.get_or_none(f"cache/text/{_digest(family.name, caption)}.safetensors") if store else None
         if blob is not None:
             conds[i] = load_tensors(blob)
         else:
@@ -307,11 +295,12 @@ def _cache(
 
     resolutions = sorted({max(64, round(config.resolution * f / 64) * 64) for f in config.multires})
     samples: list[_Sample] = []
+    step = math.lcm(BUCKET_STEP, family.multiple)
     for item in items:
         for resolution in resolutions:
-            size = bucket_size(item.image.width / item.image.height, resolution)
+            size = bucket_size(item.image.width / item.image.height, resolution, step)
             name = f"cache/latents/{_digest(family.name, item.key, size)}.safetensors"
-            blob = store.get(name) if store else None
+            blob = store.get_or_none(name) if store else None
             framed, face = fit_image(item.image, size, item.face_box)
             if blob is not None:
                 tensors = load_tensors(blob)
@@ -370,7 +359,7 @@ def _resume(config, store, denoiser, optimizer, scheduler) -> int:  # noqa: ANN0
     from peft.utils import set_peft_model_state_dict
 
     for name in sorted(store.list("checkpoints/"), reverse=True):
-        blob = store.get(name)
+        blob = store.get_or_none(name)
         if blob is None:
             continue
         try:
