@@ -31,7 +31,9 @@ class PhotoRead(BaseModel):
     height: int | None = None
     caption: str | None = Field(None, description="Your caption; training uses it as given")
     auto_caption: str | None = Field(
-        None, description="Used when there is no caption; {trigger} becomes the trigger word at training"
+        None,
+        description="Used when there is no caption; {trigger} becomes the trigger word at training. "
+        "None for a photo without a face (it is never trained on)",
     )
     excluded: bool = False
     selected: bool = False

@@ -16,9 +16,10 @@ from app.db.base import utcnow
 from app.subjects.report import build_report
 from app.subjects.service import get_subject
 from app.trainings import catalog, trigger
-from app.trainings.schemas import Progress, TrainingCreate, TrainingRead
+from app.trainings.params import public_params, resolve_params
+from app.trainings.schemas import ProgressRead, TrainingCreate, TrainingRead
+from app.trainings.tokens import token_counter
 
-DEFAULT_FACE_WEIGHT = 3.0  # see worker.training.data.face_weights
 TERMINAL = (TrainingStatus.succeeded, TrainingStatus.failed, TrainingStatus.canceled)
 
 
@@ -31,6 +32,7 @@ def create_training(session: Session, *, user: User, data: TrainingCreate, setti
     """Validate the request against the subject and base model, then queue the job."""
     subject = get_subject(session, user=user, subject_id=data.subject_id)
     base = _base_model(data.base_model or catalog.default_base_model(settings.default_base_model))
+    _check_runnable(base, settings)
     lock_user(session, user.id)
     active = session.scalar(
         select(Training).where(Training.user_id == user.id, Training.status.in_(ACTIVE_TRAINING)).limit(1)
@@ -60,23 +62,21 @@ def create_training(session: Session, *, user: User, data: TrainingCreate, setti
                 hint="Pick a made-up word, or leave trigger_word out to get one generated.",
             )
     else:
-        word, generated = trigger.generate(seed=zlib.crc32(subject.id.bytes), taken=taken), True
+        # Decided here, once: the answer, the events and the model all carry this word.
+        word = trigger.generate(seed=zlib.crc32(subject.id.bytes), taken=taken, count_tokens=token_counter(base))
+        generated = True
 
-    d = base.defaults
-    params = {
-        "steps": data.steps or d.steps,
-        "learning_rate": data.learning_rate or d.learning_rate,
-        "rank": data.rank or d.rank,
-        "resolution": data.resolution or d.resolution,
-        "multires": list(d.multires),
-        "seed": data.seed if data.seed is not None else int(uuid.uuid4().int % 2**31),
-        "batch_size": data.batch_size,
-        "face_weight": data.face_weight if data.face_weight is not None else DEFAULT_FACE_WEIGHT,
-        "gradient_checkpointing": (
-            data.gradient_checkpointing if data.gradient_checkpointing is not None else d.gradient_checkpointing
-        ),
-        "source": base.source,
-    }
+    params = resolve_params(
+        base,
+        steps=data.steps,
+        learning_rate=data.learning_rate,
+        rank=data.rank,
+        resolution=data.resolution,
+        seed=data.seed,
+        batch_size=data.batch_size,
+        face_weight=data.face_weight,
+        gradient_checkpointing=data.gradient_checkpointing,
+    )
     training = Training(
         user_id=user.id,
         subject_id=subject.id,
@@ -98,6 +98,20 @@ def create_training(session: Session, *, user: User, data: TrainingCreate, setti
     session.flush()
     enqueue(session, TRAIN_MODEL, str(training.id))
     return training
+
+
+def _check_runnable(base: catalog.BaseModel, settings: Settings) -> None:
+    """Refuse up front what cannot run: a full-size model with no GPU where the embedded worker runs."""
+    # In embedded mode the worker is this machine; in production it is elsewhere and may have one.
+    if base.tiny or not settings.is_embedded_broker or catalog.gpu_present():
+        return
+    raise Unprocessable(
+        f"{base.name} is a full-size model and this machine has no NVIDIA GPU: "
+        "its training would take days on the CPU, if it fit in memory at all.",
+        code="gpu_required",
+        hint="Try the whole pipeline with base_model tiny-sd15 (a test model: its images are noise), "
+        "or run the service with a GPU worker (see the README's production setup).",
+    )
 
 
 def _base_model(name: str) -> catalog.BaseModel:
@@ -133,13 +147,17 @@ def cancel_training(session: Session, *, training: Training) -> Training:
             code="training_finished",
             hint="Only queued or running trainings can be canceled.",
         )
-    session.execute(
+    now = utcnow()
+    canceled = session.execute(
         update(Training)
         .where(Training.id == training.id, Training.status.in_(ACTIVE_TRAINING))
-        .values(status=TrainingStatus.canceled, finished_at=utcnow())
-    )
+        .values(status=TrainingStatus.canceled, finished_at=now)
+    ).rowcount
     session.flush()
     session.refresh(training)
+    if canceled:
+        training.phases = {**(training.phases or {}), TrainingStatus.canceled: now.isoformat()}
+        session.flush()
     return training
 
 
@@ -147,7 +165,7 @@ def to_read(training: Training) -> TrainingRead:
     progress = dict(training.progress or {})
     total = progress.get("total_steps") or training.params.get("steps") or 0
     step = progress.get("step", 0)
-    settings = {k: v for k, v in training.params.items() if k != "source"}
+    settings = public_params(training.params)
     return TrainingRead(
         id=training.id,
         subject_id=training.subject_id,
@@ -156,7 +174,7 @@ def to_read(training: Training) -> TrainingRead:
         family=training.family,
         trigger_word=training.trigger_word,
         status=training.status,
-        progress=Progress(
+        progress=ProgressRead(
             step=step,
             total_steps=total,
             loss=progress.get("loss"),

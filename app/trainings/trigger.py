@@ -3,8 +3,9 @@
 A trigger word should be a string the base model has no meaning for (so the LoRA can give
 it one) that still costs few tokens (so it binds cleanly). Consonant-vowel syllables give
 short, pronounceable made-up words ("valkor", "zinesh"); common English words and the
-famous overused ones ("sks", "ohwx") are refused. The worker checks the candidates against
-the base model's real tokenizer and takes the first that fits the token budget.
+famous overused ones ("sks", "ohwx") are refused. The API checks the candidates against
+the base model's real tokenizer (`app.trainings.tokens`) and takes the first that fits the
+token budget; the API decides the word once, before it answers, and the worker never changes it.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def generate(
     taken: set[str],
     count_tokens: Callable[[str], int] | None = None,
     max_tokens: int = MAX_TOKENS,
-    tries: int = 64,
+    tries: int = 512,
 ) -> str:
     """The first candidate not `taken` that fits `max_tokens`; failing that, the one with fewest tokens."""
     best, best_tokens = None, 10**9

@@ -80,6 +80,7 @@ def test_one_identity_and_another_person(analysed: dict[str, Analysis]) -> None:
 def test_no_face_is_rejected(analysed: dict[str, Analysis], name: str) -> None:
     result = analysed[name]
     assert (result.face_count, _codes(result)) == (0, ["no_face"])
+    assert result.auto_caption is None  # never trained on, so no caption
     assert result.crop is None and result.encodings is None and result.thumb
 
 

@@ -151,8 +151,7 @@ def analyze_image(
     result.face_count = len(found)
     if not found:
         result.reasons = [reason("no_face")]
-        result.auto_caption = caption_for(class_word, None, None)
-        return result
+        return result  # no caption: a photo without the person is never trained on
 
     encoded = [f for f in found if f.encoding is not None]
     result.encodings = np.stack([f.encoding for f in encoded]).astype(np.float32)
