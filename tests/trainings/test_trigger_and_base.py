@@ -55,7 +55,7 @@ def test_full_size_model_without_a_gpu_is_refused_in_embedded_mode(
     from app.trainings.service import _check_runnable
 
     monkeypatch.setattr(catalog, "gpu_present", lambda: False)
-    embedded = Settings(data_dir=tmp_path)
+    embedded = Settings(data_dir=tmp_path, broker_url=None)  # whatever the environment says
     with pytest.raises(Unprocessable) as refused:
         _check_runnable(catalog.resolve("sdxl"), embedded)
     assert refused.value.code == "gpu_required" and "tiny-sd15" in refused.value.hint
