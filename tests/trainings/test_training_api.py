@@ -161,7 +161,14 @@ def test_second_training_conflicts_then_cancel(client: Any, account: Any, ready_
     assert model["trigger_word"] == third.json()["trigger_word"]
 
 
-def test_base_model_that_cannot_be_loaded_fails_clearly(client: Any, account: Any, ready_subject: dict) -> None:
+def test_base_model_that_cannot_be_loaded_fails_clearly(
+    client: Any, account: Any, ready_subject: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.trainings import catalog
+
+    # In embedded mode a GPU-less machine refuses full-size models up front (gpu_required, tested apart);
+    # pretend there is one, so that the job reaches the worker and the load itself fails.
+    monkeypatch.setattr(catalog, "gpu_present", lambda: True)
     created = start(client, account, ready_subject["id"], base_model="lookalike-tests/no-such-model").json()
     body = wait_done(client, account, created["id"])
     assert body["status"] == "failed"
