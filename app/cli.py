@@ -332,6 +332,9 @@ def keys_revoke(key: str) -> None:
 @click.option("--face-weight", type=float, default=None, help="Face loss weight; 1.0 turns it off (default: 3).")
 @click.option("--batch-size", type=int, default=None, help="(default: from the photo count and GPU memory)")
 @click.option("--min-photos", type=int, default=None, help="[LOOKALIKE_MIN_TRAINING_PHOTOS]")
+@click.option(
+    "--validation-prompt", "validation_prompts", multiple=True, help="Also sampled at each checkpoint (repeatable)."
+)
 def train(photos_dir: Path, output: Path, base_model: str | None, name: str | None, **knobs: object) -> None:
     """Analyse, train and export a LoRA from a folder of photos: no server, database or queue."""
     # The one command that runs worker code in this process (torch, diffusers): imported here only.
@@ -361,6 +364,14 @@ def train(photos_dir: Path, output: Path, base_model: str | None, name: str | No
         bar.label = f"training (loss {p.loss:.4f})" if p.loss is not None else "training"
         return True
 
+    def on_phase(name: str) -> None:
+        nonlocal bar
+        if name == "assessing":
+            if bar is not None:
+                bar.__exit__(None, None, None)
+                bar = None
+            click.echo("Assessing: sampling each kept checkpoint and scoring its faces ...")
+
     click.echo(f"Analysing {photos_dir} ...")
     try:
         run = train_folder(
@@ -372,9 +383,11 @@ def train(photos_dir: Path, output: Path, base_model: str | None, name: str | No
             trigger_word=knobs["trigger_word"],
             class_word=knobs["class_word"],
             seed=knobs["seed"],
+            validation_prompts=knobs["validation_prompts"],
             overrides=overrides,
             on_photo=on_photo,
             on_progress=on_progress,
+            on_phase=on_phase,
         )
     except UnknownBaseModel as exc:
         _fail(str(exc))
@@ -384,11 +397,33 @@ def train(photos_dir: Path, output: Path, base_model: str | None, name: str | No
         if bar is not None:
             bar.__exit__(None, None, None)
 
+    _quality_report(run.quality)
     click.echo(f"Trigger word: {run.trigger_word}")
     for fmt, path in run.files.items():
         click.echo(f"{fmt:9} {path}")
+    click.echo(f"{'samples':9} {run.sheet}")
     if resolve(base_model).tiny:
         click.secho(TINY_NOTE, fg="yellow")
+
+
+def _quality_report(quality: dict) -> None:
+    """The assessment as a short table: one line per checkpoint, then the verdict and the advice."""
+
+    def num(value: object, fmt: str = "{:.0f}") -> str:
+        return "-" if value is None else fmt.format(value)
+
+    click.echo("Quality (likeness and bleed 0-100; 60 is the same-person line):")
+    click.echo("   step  likeness  faces  copies  bleed")
+    for c in quality["checkpoints"]:
+        kept = "  <- kept" if c["step"] == quality["chosen_step"] else ""
+        click.echo(
+            f"  {c['step']:5}  {num(c['identity_similarity']):>8}  {c['face_detection_rate']:>5.0%}"
+            f"  {c['memorization']:>6.0%}  {num(c['identity_bleed']):>5}{kept}"
+        )
+    colour = {"excellent": "green", "good": "green", "weak": "yellow"}.get(quality["verdict"], "red")
+    score = "" if quality["score"] is None else f" {quality['score']:.0f}/100"
+    click.secho(f"Verdict: {quality['verdict']}{score}", fg=colour, bold=True)
+    click.echo(quality["advice"])
 
 
 if __name__ == "__main__":  # `python -m app.cli`, as `serve` starts its worker: after every command is defined

@@ -21,7 +21,12 @@ def create_worker_app() -> Celery:
     allow_pillow_pixels(settings.max_image_pixels)  # stored images passed the API's bound already
     app = make_celery(settings, name="lookalike-worker")
     # Task modules import torch & co. lazily inside the tasks that need them.
-    app.conf.include = ["worker.analysis.tasks", "worker.training.tasks", "worker.housekeeping.tasks"]
+    app.conf.include = [
+        "worker.analysis.tasks",
+        "worker.training.tasks",
+        "worker.housekeeping.tasks",
+        "worker.notify.tasks",
+    ]
     # Past the hard limit the pool process is killed; the sweep treats an older claim as a dead worker's.
     limit = settings.analysis_time_limit_s
     app.conf.task_annotations = {ANALYZE_PHOTO: {"time_limit": limit, "soft_time_limit": 0.8 * limit}}

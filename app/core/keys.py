@@ -13,8 +13,10 @@ import uuid
 
 # What a trained LoRA ships as: format -> file name under the model's prefix (or the CLI's output folder).
 MODEL_FILES = {"diffusers": "lora.safetensors", "kohya": "lora_kohya.safetensors"}
+# The assessment's contact sheet, beside the files; its samples are under "samples/".
+SHEET_FILE = "contact_sheet.jpg"
 # A training's working files, under its prefix: deleted once the run has ended.
-TRAINING_WORK = ("cache/", "checkpoints/")
+TRAINING_WORK = ("cache/", "checkpoints/", "snapshots/")
 
 
 def user_prefix(user_id: uuid.UUID) -> str:

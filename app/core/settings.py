@@ -68,6 +68,10 @@ class Settings(BaseSettings):
     training_max_attempts: int = Field(default=3, ge=1)
     checkpoint_every: int = Field(default=250, ge=1)
     training_progress_s: float = Field(default=2.0, ge=0)  # how often progress is written (and cancel seen)
+    # The quality assessment holds this many usable photos out of training as its honest reference,
+    # once a subject has assessment_holdout_from or more (0 turns it off).
+    assessment_holdout: int = Field(default=2, ge=0)
+    assessment_holdout_from: int = Field(default=12, ge=1)
     models_dir: Path | None = None  # where tiny presets are generated; default <data_dir>/models
 
     # Photo analysis: the hard time limit of one photo (the worker process is killed past it, and a
@@ -81,6 +85,18 @@ class Settings(BaseSettings):
     # of the same job waits at least twice as long, so a long backlog is not flooded with copies.
     sweep_interval_s: float = Field(default=15.0, gt=0)
     requeue_after_s: float = Field(default=120.0, gt=0)
+
+    # Notifications (email and webhooks, through the outbox). A temporary failure is tried again after
+    # notify_retry_s, then three times as long each time, up to notify_max_attempts tries; a claim
+    # older than notify_claim_s is a dead worker's and the sweep sends the notification again.
+    notify_max_attempts: int = Field(default=8, ge=1)
+    notify_retry_s: float = Field(default=10.0, gt=0)
+    notify_claim_s: float = Field(default=120.0, gt=0)
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
+    webhook_progress_every_s: float = Field(default=30.0, ge=0)  # training.progress events at most this often
+    # Webhook URLs that resolve to loopback, private or link-local addresses are refused unless this is
+    # set (a service on a private network); cloud metadata addresses are refused always.
+    webhook_allow_private_targets: bool = False
 
     @property
     def resolved_models_dir(self) -> Path:

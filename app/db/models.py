@@ -17,6 +17,8 @@ class User(IdMixin, TimestampMixin, Base):
     __tablename__ = "users"
 
     email: Mapped[str] = mapped_column(String(320), unique=True, nullable=False)
+    # Signs the user's webhooks (Standard Webhooks, `whsec_...`): shown once when made or rotated.
+    webhook_secret: Mapped[str | None] = mapped_column(String(128))
 
     api_keys: Mapped[list[ApiKey]] = relationship(
         back_populates="user", cascade="all, delete-orphan", passive_deletes=True
@@ -164,6 +166,10 @@ class Training(IdMixin, TimestampMixin, Base):
     validation_prompts: Mapped[list[str]] = mapped_column(JSON, default=list, nullable=False)
     webhook_url: Mapped[str | None] = mapped_column(String(2048))
     webhook_events: Mapped[list[str]] = mapped_column(JSON, default=list, nullable=False)
+    # Set when the endpoint answered 410 Gone: nothing more is sent to it for this training.
+    webhook_disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When the last `training.progress` webhook was queued (they are throttled).
+    progress_notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     status: Mapped[str] = mapped_column(String(16), default=TrainingStatus.queued, nullable=False)
     progress: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, nullable=False)
@@ -207,6 +213,66 @@ class Model(IdMixin, TimestampMixin, Base):
     files: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
     quality: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     samples: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list, nullable=False)
+
+
+class DeliveryStatus(enum.StrEnum):
+    pending = "pending"  # waiting for its next attempt (at `next_attempt_at`)
+    sending = "sending"  # claimed by a worker (since `claimed_at`)
+    sent = "sent"
+    failed = "failed"  # a permanent refusal, or out of attempts
+
+
+class Notification(IdMixin, TimestampMixin, Base):
+    """The outbox: one email or webhook, written in the same transaction as the event it announces.
+
+    `notify.deliver` sends it; the housekeeping sweep sends again what is overdue. `payload` is
+    what was true at the event (for a webhook, the JSON body sent on every attempt).
+    """
+
+    __tablename__ = "notifications"
+    __table_args__ = (Index("ix_notifications_status_next", "status", "next_attempt_at"),)
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    training_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("trainings.id", ondelete="CASCADE"), index=True
+    )
+    channel: Mapped[str] = mapped_column(String(16), nullable=False)  # email | webhook
+    event: Mapped[str] = mapped_column(String(64), nullable=False)  # training.succeeded, ...
+    target: Mapped[str] = mapped_column(String(2048), nullable=False)  # an address or a URL
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.pending, nullable=False)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    claim_token: Mapped[str | None] = mapped_column(String(64))
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+    delivery_attempts: Mapped[list[DeliveryAttempt]] = relationship(
+        back_populates="notification",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        order_by="DeliveryAttempt.id",
+    )
+
+
+class DeliveryAttempt(IdMixin, Base):
+    """One try at sending a notification, readable by its owner (webhooks: GET .../deliveries)."""
+
+    __tablename__ = "delivery_attempts"
+
+    notification_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("notifications.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    outcome: Mapped[str] = mapped_column(String(16), nullable=False)  # sent | retry | failed
+    status_code: Mapped[int | None] = mapped_column(Integer)  # HTTP status, or SMTP reply code
+    error: Mapped[str | None] = mapped_column(Text)
+    duration_ms: Mapped[int | None] = mapped_column(Integer)
+
+    notification: Mapped[Notification] = relationship(back_populates="delivery_attempts")
 
 
 class Lock(Base):

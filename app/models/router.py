@@ -63,3 +63,30 @@ def download(
         "Content-Length": str(entry["size_bytes"]),
     }
     return StreamingResponse(chunks, media_type="application/octet-stream", headers=headers)
+
+
+JPEG = {200: {"content": {"image/jpeg": {}}, "description": "the JPEG image"}}
+
+
+@router.get("/{model_id}/samples/{index}", response_class=StreamingResponse, responses=JPEG)
+def sample_image(model_id: uuid.UUID, index: int, session: DB, user: CurrentUser, storage: AppStorage) -> Response:
+    """One assessment sample (see the model's `samples`, in that order)."""
+    model = service.get_model(session, user=user, model_id=model_id)
+    return _jpeg(storage, service.image_key(model, index))
+
+
+@router.get("/{model_id}/contact-sheet", response_class=StreamingResponse, responses=JPEG)
+def contact_sheet(model_id: uuid.UUID, session: DB, user: CurrentUser, storage: AppStorage) -> Response:
+    """Every sample: a row per checkpoint, a column per prompt, each with its score; the kept row framed."""
+    model = service.get_model(session, user=user, model_id=model_id)
+    return _jpeg(storage, service.image_key(model, "contact_sheet"))
+
+
+def _jpeg(storage: AppStorage, key: str) -> Response:
+    try:
+        data = storage.get(key)
+    except ObjectNotFound:
+        raise NotFound(
+            "The image is missing from storage.", code="file_missing", hint="Train the model again."
+        ) from None
+    return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})

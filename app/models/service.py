@@ -15,7 +15,7 @@ from app.core.settings import Settings
 from app.core.storage import Storage
 from app.core.tx import after_commit
 from app.db import Model, User
-from app.models.schemas import ModelFile, ModelRead
+from app.models.schemas import ModelFile, ModelRead, SampleRead
 from app.trainings.catalog import TINY_NOTE
 
 FORMATS = ("diffusers", "kohya")
@@ -58,6 +58,23 @@ def to_read(model: Model, settings: Settings) -> ModelRead:
         for fmt in FORMATS
         if fmt in model.files
     ]
+    chosen = (model.quality or {}).get("chosen_step")
+    samples = [
+        SampleRead(
+            url=f"{base}/v1/models/{model.id}/samples/{index}",
+            step=sample["step"],
+            label=sample["label"],
+            prompt=sample["prompt"],
+            kind=sample["kind"],
+            seed=sample["seed"],
+            faces=sample["faces"],
+            identity_similarity=sample["identity_similarity"],
+            memorized=sample["memorized"],
+            chosen=sample["step"] == chosen,
+        )
+        for index, sample in enumerate(model.samples or [])
+    ]
+    sheet = f"{base}/v1/models/{model.id}/contact-sheet" if "contact_sheet" in model.files else None
     return ModelRead(
         id=model.id,
         training_id=model.training_id,
@@ -68,8 +85,21 @@ def to_read(model: Model, settings: Settings) -> ModelRead:
         trigger_word=model.trigger_word,
         rank=model.rank,
         quality=model.quality,
-        samples=model.samples,
+        samples=samples,
+        contact_sheet_url=sheet,
         files=files,
         created_at=model.created_at,
         notice=TINY_NOTE if model.tiny else None,
     )
+
+
+def image_key(model: Model, which: str | int) -> str:
+    """The storage key of a sample (by its index) or of the contact sheet ("contact_sheet")."""
+    if which == "contact_sheet":
+        key = (model.files.get("contact_sheet") or {}).get("key")
+    else:
+        samples = model.samples or []
+        key = samples[which]["key"] if isinstance(which, int) and 0 <= which < len(samples) else None
+    if not key:
+        raise NotFound("No such image for this model.", code="image_not_found", hint="See the model's samples list.")
+    return key

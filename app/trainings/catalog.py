@@ -44,6 +44,18 @@ class Defaults:
 
 
 @dataclass(frozen=True)
+class Sampling:
+    """The family's usual inference settings: what the quality assessment samples with, and what
+    generation uses when a request does not say. SD1.5 and SDXL: 30 steps at CFG 7 (their model cards
+    and the A1111/ComfyUI defaults people keep); FLUX.1-dev: 28 steps at distilled guidance 3.5
+    (its model card). Tiny presets: 4 steps, enough to run every part of the sampler."""
+
+    steps: int
+    guidance: float
+    negative_prompt: str = ""
+
+
+@dataclass(frozen=True)
 class FamilySpec:
     """What the API knows of a model family; the worker's `worker.training.families` module does the rest."""
 
@@ -51,12 +63,14 @@ class FamilySpec:
     label: str
     pipeline_class: str  # diffusers' `_class_name` in model_index.json
     defaults: Defaults
+    sampling: Sampling = field(default_factory=lambda: Sampling(30, 7.0, NEGATIVE))
     # Tokenizer subfolders whose token counts bound the trigger word (the longest counts).
     tokenizers: tuple[str, ...] = ("tokenizer",)
     # Words in a Hub id that suggest the family, until the worker reads model_index.json.
     name_hints: tuple[str, ...] = ()
 
 
+NEGATIVE = "blurry, lowres, deformed, disfigured, watermark, text"
 FAMILIES: dict[str, FamilySpec] = {}
 
 
@@ -82,12 +96,19 @@ register_family(
         "FLUX",
         "FluxPipeline",
         Defaults(1000, 4e-4, 16, 1024, multires=(0.5, 0.75, 1.0), gradient_checkpointing=True),
+        sampling=Sampling(28, 3.5),  # guidance-distilled: no negative prompt, no CFG pass
         tokenizers=("tokenizer", "tokenizer_2"),
         name_hints=("flux",),
     )
 )
 
 TINY_DEFAULTS = Defaults(steps=20, learning_rate=1e-3, rank=4, resolution=64)
+TINY_SAMPLING = Sampling(4, 3.0, NEGATIVE)
+
+
+def sampling_for(family: str, *, tiny: bool) -> Sampling:
+    return TINY_SAMPLING if tiny else FAMILIES[family].sampling
+
 
 # Ranges a request may ask for; outside them a run is wasted or cannot fit any GPU.
 LIMITS = {

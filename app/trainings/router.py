@@ -16,7 +16,7 @@ from app.core.deps import DB, AppSettings, CurrentUser
 from app.core.pagination import Page, PageParams, next_cursor
 from app.db import Training
 from app.trainings import service
-from app.trainings.schemas import TrainingCreate, TrainingRead
+from app.trainings.schemas import DeliveryRead, TrainingCreate, TrainingRead
 
 router = APIRouter(prefix="/v1/trainings", tags=["trainings"])
 
@@ -43,10 +43,17 @@ def get_training(training_id: uuid.UUID, session: DB, user: CurrentUser) -> Trai
 
 
 @router.post("/{training_id}/cancel", response_model=TrainingRead)
-def cancel_training(training_id: uuid.UUID, session: DB, user: CurrentUser) -> TrainingRead:
+def cancel_training(training_id: uuid.UUID, session: DB, user: CurrentUser, settings: AppSettings) -> TrainingRead:
     """Cancel a queued or running training; the worker stops within a few seconds and frees the GPU."""
     training = service.get_training(session, user=user, training_id=training_id)
-    return service.to_read(service.cancel_training(session, training=training))
+    return service.to_read(service.cancel_training(session, training=training, settings=settings))
+
+
+@router.get("/{training_id}/webhook-deliveries", response_model=list[DeliveryRead])
+def webhook_deliveries(training_id: uuid.UUID, session: DB, user: CurrentUser) -> list[DeliveryRead]:
+    """Every webhook this training sent or is sending, oldest first, with each attempt's answer."""
+    training = service.get_training(session, user=user, training_id=training_id)
+    return service.deliveries(session, training=training)
 
 
 @router.get("/{training_id}/events", response_class=StreamingResponse)

@@ -8,10 +8,9 @@ from typing import Any
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
 
+from app.notify.outbox import WEBHOOK_EVENTS
 from app.trainings.catalog import LIMITS
 from app.trainings.trigger import VALID
-
-WEBHOOK_EVENTS = ("training.succeeded", "training.failed", "training.canceled", "training.started")
 
 
 class TrainingCreate(BaseModel):
@@ -31,7 +30,10 @@ class TrainingCreate(BaseModel):
     gradient_checkpointing: bool | None = None
     validation_prompts: list[str] = Field(default_factory=list, max_length=10)
     webhook_url: AnyHttpUrl | None = None
-    webhook_events: list[str] = Field(default_factory=list)
+    webhook_events: list[str] = Field(
+        default_factory=list,
+        description="which events to send; empty: every one but training.progress (that one is throttled)",
+    )
 
     @field_validator("trigger_word")
     @classmethod
@@ -97,3 +99,23 @@ class TrainingRead(BaseModel):
     finished_at: datetime | None
     model_id: uuid.UUID | None
     notice: str | None = Field(default=None, description="set when the base model is a tiny test model")
+
+
+class AttemptRead(BaseModel):
+    at: datetime
+    outcome: str = Field(description="sent | retry | failed")
+    status_code: int | None = Field(description="the endpoint's HTTP status; null when it could not be reached")
+    error: str | None
+    duration_ms: int | None
+
+
+class DeliveryRead(BaseModel):
+    id: uuid.UUID = Field(description="the webhook-id header: the same on every attempt")
+    event: str
+    url: str
+    status: str = Field(description="pending | sending | sent | failed")
+    created_at: datetime
+    next_attempt_at: datetime | None
+    sent_at: datetime | None
+    last_error: str | None
+    attempts: list[AttemptRead]

@@ -11,13 +11,15 @@ from sqlalchemy.orm import Session
 from app.core.errors import Conflict, NotFound, Unprocessable
 from app.core.queue import TRAIN_MODEL, enqueue
 from app.core.settings import Settings
-from app.db import ACTIVE_TRAINING, Training, TrainingStatus, User
+from app.db import ACTIVE_TRAINING, Notification, Training, TrainingStatus, User
 from app.db.base import utcnow
+from app.notify import outbox
+from app.notify.webhooks import TargetRefused, check_target
 from app.subjects.report import build_report
 from app.subjects.service import get_subject
 from app.trainings import catalog, trigger
 from app.trainings.params import public_params, resolve_params
-from app.trainings.schemas import ProgressRead, TrainingCreate, TrainingRead
+from app.trainings.schemas import AttemptRead, DeliveryRead, ProgressRead, TrainingCreate, TrainingRead
 from app.trainings.tokens import token_counter
 
 TERMINAL = (TrainingStatus.succeeded, TrainingStatus.failed, TrainingStatus.canceled)
@@ -33,6 +35,8 @@ def create_training(session: Session, *, user: User, data: TrainingCreate, setti
     subject = get_subject(session, user=user, subject_id=data.subject_id)
     base = _base_model(data.base_model or catalog.default_base_model(settings.default_base_model))
     _check_runnable(base, settings)
+    if data.webhook_url is not None:
+        _check_webhook(str(data.webhook_url), user, settings)
     lock_user(session, user.id)
     active = session.scalar(
         select(Training).where(Training.user_id == user.id, Training.status.in_(ACTIVE_TRAINING)).limit(1)
@@ -114,6 +118,20 @@ def _check_runnable(base: catalog.BaseModel, settings: Settings) -> None:
     )
 
 
+def _check_webhook(url: str, user: User, settings: Settings) -> None:
+    """A webhook needs the user's signing secret, and a target that is not on this service's network."""
+    if not user.webhook_secret:
+        raise Unprocessable(
+            "Webhooks are signed with your webhook secret, and you have none yet.",
+            code="webhook_secret_missing",
+            hint="Create it once with POST /v1/me/webhook-secret (keep the answer: it is shown once), then try again.",
+        )
+    try:
+        check_target(url, allow_private=settings.webhook_allow_private_targets)
+    except TargetRefused as exc:
+        raise Unprocessable(exc.reason, code="webhook_url_refused", hint="Use a public http(s) URL.") from None
+
+
 def _base_model(name: str) -> catalog.BaseModel:
     try:
         return catalog.resolve(name)
@@ -139,7 +157,7 @@ def list_trainings(session: Session, *, user: User, after: uuid.UUID | None, lim
     return list(session.scalars(keyset(query, Training.id, after=after, limit=limit)))
 
 
-def cancel_training(session: Session, *, training: Training) -> Training:
+def cancel_training(session: Session, *, training: Training, settings: Settings) -> Training:
     """Mark it canceled; a running worker notices at its next progress write (every ~2 s) and stops."""
     if training.status in TERMINAL:
         raise Conflict(
@@ -157,6 +175,7 @@ def cancel_training(session: Session, *, training: Training) -> Training:
     session.refresh(training)
     if canceled:
         training.phases = {**(training.phases or {}), TrainingStatus.canceled: now.isoformat()}
+        outbox.training_ended(session, training, settings)  # in the cancel's own transaction
         session.flush()
     return training
 
@@ -193,3 +212,30 @@ def to_read(training: Training) -> TrainingRead:
         model_id=training.model_id,
         notice=catalog.TINY_NOTE if training.tiny else None,
     )
+
+
+def deliveries(session: Session, *, training: Training) -> list[DeliveryRead]:
+    rows = session.scalars(
+        select(Notification)
+        .where(Notification.training_id == training.id, Notification.channel == outbox.WEBHOOK)
+        .order_by(Notification.id)
+    )
+    return [
+        DeliveryRead(
+            id=row.id,
+            event=row.event,
+            url=row.target,
+            status=row.status,
+            created_at=row.created_at,
+            next_attempt_at=row.next_attempt_at if row.status == "pending" else None,
+            sent_at=row.sent_at,
+            last_error=row.last_error,
+            attempts=[
+                AttemptRead(
+                    at=a.at, outcome=a.outcome, status_code=a.status_code, error=a.error, duration_ms=a.duration_ms
+                )
+                for a in row.delivery_attempts
+            ],
+        )
+        for row in rows
+    ]

@@ -36,6 +36,9 @@ def test_train_folder(tmp_path: Path, settings) -> None:  # noqa: ANN001 - the r
     diffusers, kohya = load_file(out / "lora.safetensors"), load_file(out / "lora_kohya.safetensors")
     assert all(k.startswith("unet.") for k in diffusers) and all(k.startswith("lora_unet_") for k in kohya)
     assert not (out / ".work").exists()  # cache and checkpoints are cleaned up
+    # The assessment ran and says honestly that the tiny model's samples have no face.
+    assert "Verdict: failed" in result.output and "No faces in the samples" in result.output
+    assert (out / "contact_sheet.jpg").read_bytes()[:2] == b"\xff\xd8" and list((out / "samples").glob("*.jpg"))
 
     too_few = CliRunner().invoke(main, [*args[:-6], "--min-photos", "10"])
     assert too_few.exit_code == 1 and "at least 10" in too_few.output

@@ -14,11 +14,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core import queue
 from app.core.db import session_factory, session_scope
-from app.db import Lock, Photo, Training
+from app.db import Lock, Notification, Photo, Training
 from app.db.base import utcnow
 from tests.helpers import wait_for
 from worker.analysis.tasks import analyze_photo
@@ -151,7 +152,8 @@ def test_stale_lease_is_released_and_sent_again(
 def test_training_fails_after_max_lost_workers(
     settings: Any, sessions: sessionmaker[Session], account: Any, subject: dict, sent: Sent
 ) -> None:
-    """After training_max_attempts dead workers the training ends failed with worker_lost, and nothing is sent."""
+    """After training_max_attempts dead workers the training ends failed with worker_lost, the failure email
+    is queued in the same transaction, and the training is not sent again."""
     row = _training(sessions, account, subject["id"])
     lease = timedelta(seconds=settings.training_lease_s + 1)
     limit = settings.training_max_attempts
@@ -167,14 +169,19 @@ def test_training_fails_after_max_lost_workers(
             assert report == {"lost_worker": 1} and after.worker_token is None
             assert len(sent) == lost
     assert report == {"failed": 1}
-    assert sent == [("training.run", (str(row.id),))] * (limit - 1)
+    with session_scope(sessions) as session:
+        (email,) = session.scalars(select(Notification).where(Notification.training_id == row.id)).all()
+        assert (email.channel, email.event, email.status) == ("email", "training.failed", "pending")
+        assert email.payload["error"]["code"] == "worker_lost"
+    assert sent == [("training.run", (str(row.id),))] * (limit - 1) + [("notify.deliver", (str(email.id),))]
     assert after.status == "failed" and after.worker_token is None and after.finished_at is not None
     assert after.error["code"] == "worker_lost"
     assert f"{limit} times" in after.error["message"] and after.error["hint"]
 
-    # Failed is final: later sweeps neither touch it nor send it.
+    # Failed is final: later sweeps neither touch it nor send it (only its undelivered email goes again).
     assert _sweep(sessions, settings, utcnow() + 100 * lease)["trainings"] == {}
-    assert len(sent) == limit - 1 and _get(sessions, Training, row.id).status == "failed"
+    assert [name for name, _ in sent].count("training.run") == limit - 1
+    assert _get(sessions, Training, row.id).status == "failed"
 
 
 def test_canceled_training_is_left_alone(

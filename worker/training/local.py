@@ -13,10 +13,12 @@ import logging
 import shutil
 import uuid
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from app.core.settings import Settings
 from app.core.storage import LocalStorage
@@ -51,6 +53,8 @@ class LocalRun:
     trigger_word: str
     result: TrainResult
     files: dict[str, Path]
+    quality: dict[str, Any]
+    sheet: Path
 
 
 def train_folder(
@@ -63,9 +67,11 @@ def train_folder(
     trigger_word: str | None = None,
     class_word: str = "person",
     seed: int = 0,
+    validation_prompts: Sequence[str] = (),
     overrides: dict[str, Any] | None = None,
     on_photo: Callable[[LocalPhoto], None] = lambda _p: None,
     on_progress: Callable[[Progress], bool] = lambda _p: True,
+    on_phase: Callable[[str], None] = lambda _name: None,
 ) -> LocalRun:
     """Analyse, select, train and export; raises TrainingError with a hint when it cannot.
 
@@ -78,7 +84,9 @@ def train_folder(
         raise TrainingError(
             "no_training_photos", f"No images in {photos_dir}.", "Put JPEG, PNG, WebP or HEIC files there."
         )
-    analysed, selected = _analyse_and_select(files, settings=settings, class_word=class_word, on_photo=on_photo)
+    analysed, selected, identity = _analyse_and_select(
+        files, settings=settings, class_word=class_word, on_photo=on_photo
+    )
 
     word = trigger_word or trigger.generate(
         seed=zlib.crc32(str(photos_dir.resolve()).encode()), taken=set(), count_tokens=token_counter(base)
@@ -91,6 +99,7 @@ def train_folder(
         trigger_word=word,
         class_word=class_word,
         params=resolve_params(base, seed=seed, **(overrides or {})),
+        validation_prompts=tuple(validation_prompts),
     )
     photos = [
         TrainPhoto(
@@ -101,8 +110,9 @@ def train_folder(
             crop_box=result.crop_box,
             crop=lambda r=result: r.crop,
             original=lambda d=stored: d,
+            encoding=encoding,
         )
-        for path, result, stored in selected
+        for path, result, stored, encoding in selected
     ]
     folder = LocalStorage(output)
     folder.ensure()
@@ -110,29 +120,31 @@ def train_folder(
     exported = run_pipeline(
         spec,
         photos,
+        identity=identity,
         storage=folder,
         work=work,
         out="",
         settings=settings,
-        reporter=Reporter(progress=on_progress),
+        reporter=Reporter(progress=on_progress, phase=on_phase),
         fix_hint="Add clear photos of the same person (see the reasons listed), or lower --min-photos.",
     )
     (output / "training.json").write_text(
         json.dumps(
             {"base_model": base.name, "trigger_word": word, "photos": len(photos), **exported.settings}
-            | {"timings": exported.result.timings},
+            | {"quality": exported.quality, "samples": exported.samples}
+            | {"timings": exported.result.timings | {"assessment": exported.timings}},
             indent=2,
         )
     )
     clear_work(work)
     shutil.rmtree(output / WORK_FOLDER, ignore_errors=True)
     paths = {fmt: output / info["key"] for fmt, info in exported.files.items()}
-    return LocalRun(analysed, word, exported.result, paths)
+    return LocalRun(analysed, word, exported.result, paths, exported.quality, output / exported.sheet_key)
 
 
 def _analyse_and_select(
     files: list[Path], *, settings: Settings, class_word: str, on_photo: Callable[[LocalPhoto], None]
-) -> tuple[list[LocalPhoto], list[tuple[Path, Analysis, bytes]]]:
+) -> tuple[list[LocalPhoto], list[tuple[Path, Analysis, bytes, np.ndarray | None]], np.ndarray | None]:
     """Every file cleaned as an upload is, analysed, then judged together as the subject review does."""
     analysed, facts, found = [], [], {}
     for path in files:
@@ -176,8 +188,11 @@ def _analyse_and_select(
         analysed.append(photo)
         on_photo(photo)
         if outcome.selected:
-            selected.append(found[fact.id])
-    return analysed, selected
+            index = outcome.encoding_index
+            encodings = fact.encodings
+            encoding = encodings[index] if encodings is not None and index is not None else None
+            selected.append((*found[fact.id], encoding))
+    return analysed, selected, verdicts.identity
 
 
 def _caption_file(path: Path) -> str | None:

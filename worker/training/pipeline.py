@@ -4,8 +4,11 @@
 `lookalike train` (photos from a folder, files into the output folder through the same
 `Storage` interface) both call `run_pipeline`. They differ only in where photos come from
 (a list of `TrainPhoto`), where files go (a `Storage`, a work folder and an output prefix)
-and how progress is reported (a `Reporter`). The quality assessment is the stage that goes
-between training and export; until it exists the final weights are the result.
+and how progress is reported (a `Reporter`).
+
+The assessment (`worker.assessment`) samples the LoRA weights kept at 40, 60, 80 and 100 % of
+the steps, scores them against photos held out of training, and chooses the weights the
+files are exported from; the samples and the contact sheet land beside the files.
 """
 
 from __future__ import annotations
@@ -16,13 +19,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
-from app.core.keys import MODEL_FILES, TRAINING_WORK
+from app.core.keys import MODEL_FILES, SHEET_FILE, TRAINING_WORK
 from app.core.settings import Settings
 from app.core.storage import Storage
 from app.trainings.captions import training_caption
+from app.trainings.catalog import sampling_for
 from app.trainings.params import public_params
+from worker.analysis.measures import phash
+from worker.assessment.prompts import keep_points, prompt_set
+from worker.assessment.scorer import References, TrainingRef
+from worker.assessment.stage import assess
 from worker.training.data import Box, TrainItem, face_in_crop
 from worker.training.errors import TrainingError
 from worker.training.export import diffusers_file, kohya_file, metadata
@@ -42,6 +51,7 @@ class TrainPhoto:
     crop_box: Sequence[int] | None  # the analysis crop, in the stored image's pixels
     crop: Callable[[], bytes | None]  # the analysis crop's JPEG, None when there is none
     original: Callable[[], bytes]  # the stored (cleaned) image
+    encoding: np.ndarray | None = None  # the subject face's 128-d encoding, from the analysis
 
 
 @dataclass(frozen=True)
@@ -55,6 +65,7 @@ class RunSpec:
     trigger_word: str
     class_word: str
     params: dict[str, Any]
+    validation_prompts: tuple[str, ...] = ()
 
 
 @dataclass
@@ -64,6 +75,8 @@ class Reporter:
     phase: Callable[[str], None] = lambda _name: None  # "caching", "training", "assessing"
     progress: Callable[[Progress], bool] = lambda _p: True
     should_stop: Callable[[], bool] = lambda: False
+    # Called before each assessment sample; raises Canceled or Interrupted to stop there.
+    tick: Callable[[], None] = lambda: None
 
 
 @dataclass
@@ -71,12 +84,17 @@ class Exported:
     files: dict[str, dict[str, Any]]  # format -> {"key": storage key, "size_bytes": n}
     result: TrainResult
     settings: dict[str, Any] = field(default_factory=dict)  # as written into the files' metadata
+    quality: dict[str, Any] = field(default_factory=dict)
+    samples: list[dict[str, Any]] = field(default_factory=list)  # AssessedSample.record, with storage keys
+    sheet_key: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)  # the assessment's
 
 
 def run_pipeline(
     spec: RunSpec,
     photos: Sequence[TrainPhoto],
     *,
+    identity: np.ndarray | None,
     storage: Storage,
     work: Storage,
     out: str,
@@ -84,18 +102,85 @@ def run_pipeline(
     reporter: Reporter | None = None,
     fix_hint: str = "Add clear photos of the same person, then start again.",
 ) -> Exported:
-    """Run every stage; the LoRA files land at `out` + `MODEL_FILES[format]` in `storage`.
+    """Run every stage; the LoRA files land at `out` + `MODEL_FILES[format]` in `storage`, the
+    samples under `out` + "samples/" and the contact sheet at `out` + `SHEET_FILE`.
+
+    `identity` is the subject's mean face encoding (the subject review's), the likeness reference
+    when no photos could be held out.
 
     `work` holds the cache and checkpoints (a resumed run starts from them); the caller clears
     it with `clear_work` once it has recorded the result.
     """
     reporter = reporter or Reporter()
-    items = prepare(spec, photos, settings=settings, fix_hint=fix_hint)
+    trained, held = hold_out(photos, settings)
+    items = prepare(spec, trained, settings=settings, fix_hint=fix_hint)
+    prompts = prompt_set(spec.trigger_word, spec.class_word, spec.validation_prompts)
+    sampling = sampling_for(spec.family, tiny=spec.tiny)
     config = train_config(spec, settings)
+    config.keep_at = keep_points(config.steps)
+    config.extra_prompts = tuple(dict.fromkeys([p.text for p in prompts] + [sampling.negative_prompt]))
+    config.keep_model = True
     hooks = Hooks(progress=reporter.progress, phase=reporter.phase, store=work, should_stop=reporter.should_stop)
     result = train(items, config, hooks)
-    reporter.phase("assessing")
-    return export(spec, result, storage=storage, out=out)
+    try:
+        reporter.phase("assessing")
+        refs = References(
+            identity=identity,
+            training=[
+                TrainingRef(p.key, p.encoding, phash(item.image)) for p, item in zip(trained, items, strict=True)
+            ],
+            held_out=[p.encoding for p in held if p.encoding is not None],
+        )
+        assessment = assess(
+            result,
+            prompts,
+            refs,
+            sampling=sampling,
+            resolution=config.resolution,
+            tiny=spec.tiny,
+            trigger=spec.trigger_word,
+            held_out=len(held),
+            tick=reporter.tick,
+        )
+    finally:
+        result.model = None  # the model's memory goes back before the export
+        _free_memory()
+    result.lora = result.snapshots[assessment.chosen_step]
+    exported = export(spec, result, storage=storage, out=out)
+    exported.quality, exported.timings = assessment.quality, assessment.timings
+    for index, sample in enumerate(assessment.samples):
+        key = out + f"samples/step-{sample.step:06d}-{index:03d}.jpg"
+        storage.put(key, sample.image, content_type="image/jpeg")
+        exported.samples.append(sample.record(key))
+    exported.sheet_key = out + SHEET_FILE
+    storage.put(exported.sheet_key, assessment.sheet, content_type="image/jpeg")
+    return exported
+
+
+def hold_out(photos: Sequence[TrainPhoto], settings: Settings) -> tuple[list[TrainPhoto], list[TrainPhoto]]:
+    """Photos kept out of training as the assessment's honest reference, when there are enough.
+
+    `assessment_holdout` photos (spread evenly through the list, among those with a face encoding)
+    once there are `assessment_holdout_from` or more, never leaving fewer than the minimum to train on.
+    """
+    count = settings.assessment_holdout
+    encoded = [i for i, p in enumerate(photos) if p.encoding is not None]
+    if count == 0 or len(photos) < settings.assessment_holdout_from or len(encoded) < count:
+        return list(photos), []
+    if len(photos) - count < settings.min_training_photos:
+        return list(photos), []
+    picked = {encoded[int((k + 0.5) * len(encoded) / count)] for k in range(count)}
+    return [p for i, p in enumerate(photos) if i not in picked], [photos[i] for i in sorted(picked)]
+
+
+def _free_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def prepare(spec: RunSpec, photos: Sequence[TrainPhoto], *, settings: Settings, fix_hint: str) -> list[TrainItem]:

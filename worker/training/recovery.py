@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from app.core.queue import TRAIN_MODEL, enqueue
 from app.db import RUNNING_TRAINING, Training, TrainingStatus
 from app.db.base import utcnow
+from app.notify.outbox import training_ended
 from worker.housekeeping.registry import Sweep, rule
 
 
@@ -56,6 +57,7 @@ def recover_trainings(session: Session, sweep: Sweep) -> Counter[str]:
             values = {"status": TrainingStatus.failed, "error": worker_lost(lost), "finished_at": utcnow()}
             if session.execute(same_lease.values(worker_token=None, lost_workers=lost, **values)).rowcount:
                 counts["failed"] += 1
+                training_ended(session, session.get(Training, row.id), settings)  # the email and webhook
             continue
         released = same_lease.values(
             worker_token=None, heartbeat_at=None, lost_workers=lost, dispatched_at=sweep.now, resends=0

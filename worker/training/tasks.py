@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import select, update
@@ -30,7 +31,9 @@ from app.core.settings import Settings, get_settings
 from app.core.storage import Storage, get_storage
 from app.db import RUNNING_TRAINING, Model, Photo, PhotoStatus, Subject, Training, TrainingStatus
 from app.db.base import utcnow
+from app.notify import outbox
 from app.photos.reasons import REJECTED
+from app.photos.review import encodings_from_bytes
 from worker.housekeeping.registry import NO_MESSAGE
 from worker.lifecycle import stopping
 from worker.training.errors import Canceled, Interrupted, TrainingError
@@ -50,6 +53,7 @@ class _Job:
     user_id: uuid.UUID
     subject_id: uuid.UUID
     token: str
+    wants_progress: bool = False  # its webhook takes training.progress events
 
 
 class _Lease:
@@ -113,16 +117,16 @@ def run_training(
             log.info("training %s handed back at step %d: the worker is shutting down", job.id, exc.step)
             return "handed back"
         except SoftTimeLimitExceeded:
-            _fail(sessions, job, TIME_LIMIT_ERROR)
+            _fail(sessions, job, TIME_LIMIT_ERROR, settings)
             return "failed"
         except TrainingError as exc:
-            _fail(sessions, job, exc.as_dict())
+            _fail(sessions, job, exc.as_dict(), settings)
             return "failed"
         except Exception as exc:  # noqa: BLE001 - every failure ends in `failed`, never a traceback to the user
             error = _unexpected(exc)
             if error["code"] == "internal_error":
                 log.exception("training %s failed", job.id)
-            _fail(sessions, job, error)
+            _fail(sessions, job, error, settings)
             return "failed"
         finally:
             _free_gpu()
@@ -156,7 +160,9 @@ def _claim(training_id: uuid.UUID, sessions: sessionmaker[Session]) -> _Job | st
         _mark_phase(row, TrainingStatus.preparing, now)
         if row.started_at is None:
             row.started_at = now
-        return _Job(row.id, row.user_id, row.subject_id, token)
+            outbox.training_webhook(session, row, outbox.STARTED)
+        wants = bool(row.webhook_url) and outbox.PROGRESS in (row.webhook_events or ())
+        return _Job(row.id, row.user_id, row.subject_id, token, wants)
 
 
 @retried
@@ -188,8 +194,10 @@ def _run(
             trigger_word=row.trigger_word,
             class_word=subject.class_word,
             params=dict(row.params),
+            validation_prompts=tuple(row.validation_prompts or ()),
         )
         photos = _photos(session, storage, subject)
+        identity = np.frombuffer(subject.identity, dtype=np.float32) if subject.identity else None
 
     def alive() -> bool:
         return not lease.lost.is_set()
@@ -205,8 +213,14 @@ def _run(
         elif not alive():
             raise Canceled(0)
 
+    def tick() -> None:
+        if stopping():
+            raise Interrupted(int(spec.params["steps"]))
+        if not alive():
+            raise Canceled(int(spec.params["steps"]))
+
     def progress(p: Progress) -> bool:
-        ok = _write_progress(sessions, job, p)
+        ok = _write_progress(sessions, job, p, settings)
         if on_step is not None:
             on_step(p)
         return ok and alive()
@@ -217,11 +231,12 @@ def _run(
         exported = run_pipeline(
             spec,
             photos,
+            identity=identity,
             storage=storage,
             work=_work(storage, job),
             out=out,
             settings=settings,
-            reporter=Reporter(phase=phase, progress=progress, should_stop=stopping),
+            reporter=Reporter(phase=phase, progress=progress, should_stop=stopping, tick=tick),
             fix_hint="Upload more clear photos of the same person, check GET /v1/subjects/{id}/report, "
             "then start again.",
         )
@@ -240,13 +255,13 @@ def _run(
         tiny=spec.tiny,
         trigger_word=spec.trigger_word,
         rank=result.rank,
-        files=exported.files,
-        quality=None,
-        samples=[],
+        files=exported.files | {"contact_sheet": {"key": exported.sheet_key}},
+        quality=exported.quality,
+        samples=exported.samples,
     )
     total = int(spec.params["steps"])
     final = _progress_dict(total, total, result.final_loss, 0.0)
-    if not _succeed(sessions, job, model, final):
+    if not _succeed(sessions, job, model, final, settings):
         storage.delete_prefix(out)
         raise Canceled(total)
     clear_work(_work(storage, job))
@@ -260,8 +275,11 @@ def _work(storage: Storage, job: _Job) -> Storage:
 
 
 @retried
-def _succeed(sessions: sessionmaker[Session], job: _Job, model: Model, progress: dict[str, Any]) -> bool:
-    """Record the model and `succeeded` in one transaction; False if the job was canceled or taken over."""
+def _succeed(
+    sessions: sessionmaker[Session], job: _Job, model: Model, progress: dict[str, Any], settings: Settings
+) -> bool:
+    """Record the model, `succeeded` and its notifications in one transaction; False if the job was
+    canceled or taken over."""
     with session_scope(sessions) as session:
         done = session.execute(
             update(Training)
@@ -275,6 +293,8 @@ def _succeed(sessions: sessionmaker[Session], job: _Job, model: Model, progress:
             return row is not None and row.status == TrainingStatus.succeeded and row.model_id == model.id
         _mark_phase(row, TrainingStatus.succeeded, row.finished_at)
         session.add(model)
+        session.flush()
+        outbox.training_ended(session, row, settings, model=model)
     return True
 
 
@@ -295,6 +315,10 @@ def _photos(session: Session, storage: Storage, subject: Subject) -> list[TrainP
     )
     photos = []
     for row in rows:
+        encodings = encodings_from_bytes(row.encodings)
+        face = row.faces[row.face_index] if row.face_index is not None and row.face_index < len(row.faces) else {}
+        which = face.get("encoding")
+        encoding = encodings[which] if encodings is not None and which is not None and which < len(encodings) else None
         crop = photo_key(row.user_id, row.subject_id, row.id, "crop", "jpg") if row.has_crop else None
         original = photo_key(row.user_id, row.subject_id, row.id, "original", row.stored_ext)
         photos.append(
@@ -306,6 +330,7 @@ def _photos(session: Session, storage: Storage, subject: Subject) -> list[TrainP
                 crop_box=row.crop_box,
                 crop=(lambda k=crop: storage.get_or_none(k) if k else None),
                 original=(lambda k=original: storage.get(k)),
+                encoding=encoding,
             )
         )
     return photos
@@ -322,16 +347,17 @@ def _progress_dict(step: int, total: int, loss: float | None, eta: float | None)
 
 
 @retried
-def _write_progress(sessions: sessionmaker[Session], job: _Job, p: Progress) -> bool:
+def _write_progress(sessions: sessionmaker[Session], job: _Job, p: Progress, settings: Settings) -> bool:
     with session_scope(sessions) as session:
-        return bool(
-            session.execute(
-                update(Training)
-                .where(Training.id == job.id, Training.worker_token == job.token)
-                .where(Training.status == TrainingStatus.training)
-                .values(progress=_progress_dict(p.step, p.total_steps, p.loss, p.eta_seconds), heartbeat_at=utcnow())
-            ).rowcount
-        )
+        written = session.execute(
+            update(Training)
+            .where(Training.id == job.id, Training.worker_token == job.token)
+            .where(Training.status == TrainingStatus.training)
+            .values(progress=_progress_dict(p.step, p.total_steps, p.loss, p.eta_seconds), heartbeat_at=utcnow())
+        ).rowcount
+        if written and job.wants_progress:
+            outbox.training_progress(session, session.get(Training, job.id), settings)
+        return bool(written)
 
 
 @retried
@@ -367,7 +393,7 @@ def _hand_back(sessions: sessionmaker[Session], job: _Job) -> None:
 
 
 @retried
-def _fail(sessions: sessionmaker[Session], job: _Job, error: dict[str, str]) -> None:
+def _fail(sessions: sessionmaker[Session], job: _Job, error: dict[str, str], settings: Settings) -> None:
     now = utcnow()
     with session_scope(sessions) as session:
         failed = session.execute(
@@ -377,7 +403,9 @@ def _fail(sessions: sessionmaker[Session], job: _Job, error: dict[str, str]) -> 
             .values(status=TrainingStatus.failed, error=error, finished_at=now)
         ).rowcount
         if failed:
-            _mark_phase(session.get(Training, job.id), TrainingStatus.failed, now)
+            row = session.get(Training, job.id)
+            _mark_phase(row, TrainingStatus.failed, now)
+            outbox.training_ended(session, row, settings)
     log.warning("training %s failed: %s", job.id, error["code"])
 
 

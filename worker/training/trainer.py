@@ -54,6 +54,12 @@ class TrainConfig:
     mixed_precision: str = "auto"  # auto | bf16 | fp16 | no
     compile: bool = False  # torch.compile the denoiser (GPU)
     progress_every_s: float = 2.0
+    # Steps whose LoRA weights (not the optimizer) are kept for the quality assessment.
+    keep_at: tuple[int, ...] = ()
+    # Prompts encoded with the captions, before the text encoders are freed, for sampling afterwards.
+    extra_prompts: tuple[str, ...] = ()
+    # Keep the loaded model in the result (`TrainResult.model`) for sampling; the caller drops it.
+    keep_model: bool = False
 
     def fingerprint(self) -> str:
         """What a checkpoint must match to be resumed (not the progress cadence or the device)."""
@@ -94,6 +100,9 @@ class TrainResult:
     timings: dict[str, float] = field(default_factory=dict)
     batch_size: int = 1
     buckets: list[tuple[int, int]] = field(default_factory=list)
+    snapshots: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)  # step -> LoRA, for `keep_at`
+    prompt_conds: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)  # `extra_prompts` encoded
+    model: Family | None = None  # the loaded model with its LoRA, when `keep_model`
 
 
 @dataclass
@@ -145,7 +154,7 @@ def train(items: list[TrainItem], config: TrainConfig, hooks: Hooks | None = Non
 
     hooks.phase("caching")
     t0 = time.perf_counter()
-    samples, conds = _cache(family, items, config, hooks.store)
+    samples, conds, prompt_conds = _cache(family, items, config, hooks.store)
     family.release_text_encoders()
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -171,6 +180,7 @@ def train(items: list[TrainItem], config: TrainConfig, hooks: Hooks | None = Non
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
 
     start_step = _resume(config, hooks.store, denoiser, optimizer, scheduler)
+    snapshots = _stored_snapshots(config, hooks.store, before=start_step)
     hooks.phase("training")
     t0 = time.perf_counter()
     last_report, loss_window, final_loss = 0.0, [], None
@@ -212,6 +222,8 @@ def train(items: list[TrainItem], config: TrainConfig, hooks: Hooks | None = Non
         step_times.append(time.perf_counter() - t_step)
         if config.checkpoint_every and done % config.checkpoint_every == 0 and done < config.steps:
             _save_checkpoint(config, hooks.store, denoiser, optimizer, scheduler, done)
+        if done in config.keep_at:
+            snapshots[done] = _keep_snapshot(hooks.store, denoiser, done)
         now = time.perf_counter()
         if now - last_report >= config.progress_every_s or done == config.steps:
             final_loss = sum(loss_window) / len(loss_window)
@@ -227,6 +239,9 @@ def train(items: list[TrainItem], config: TrainConfig, hooks: Hooks | None = Non
 
     state = {k: v.detach().float().cpu().contiguous() for k, v in get_peft_model_state_dict(denoiser).items()}
     result = TrainResult(
+        snapshots=snapshots,
+        prompt_conds=prompt_conds,
+        model=family if config.keep_model else None,
         lora=state,
         family=config.family,
         rank=config.rank,
@@ -274,9 +289,11 @@ def _add_lora(denoiser: torch.nn.Module, family: Family, config: TrainConfig) ->
 
 def _cache(
     family: Family, items: list[TrainItem], config: TrainConfig, store: Storage | None
-) -> tuple[list[_Sample], list[dict[str, torch.Tensor]]]:
-    """Latent distributions per (image, bucket) and embeddings per caption, from the store when there."""
-    captions = sorted({item.caption for item in items})
+) -> tuple[list[_Sample], list[dict[str, torch.Tensor]], dict[str, dict[str, torch.Tensor]]]:
+    """Latent distributions per (image, bucket) and embeddings per caption (and per extra prompt),
+    from the store when there."""
+    trained = {item.caption for item in items}
+    captions = sorted(trained | set(config.extra_prompts))
     caption_index = {c: i for i, c in enumerate(captions)}
     conds: list[dict[str, torch.Tensor] | None] = [None] * len(captions)
     missing = []
@@ -312,7 +329,8 @@ def _cache(
             factor = size[0] // mean.shape[-1]
             weights = face_weights(size, face, config.face_weight, factor)
             samples.append(_Sample(mean, std, weights, caption_index[item.caption], size))
-    return samples, conds  # type: ignore[return-value]
+    extra = {p: conds[caption_index[p]] for p in config.extra_prompts}
+    return samples, conds, extra  # type: ignore[return-value]
 
 
 def _digest(*parts: Any) -> str:
@@ -350,6 +368,33 @@ def _save_checkpoint(config, store, denoiser, optimizer, scheduler, step: int) -
     for old in sorted(store.list("checkpoints/"))[:-2]:  # keep the last two
         store.delete(old)
     log.info("checkpoint at step %d", step)
+
+
+def _snapshot_name(step: int) -> str:
+    return f"snapshots/step-{step:06d}.safetensors"
+
+
+def _keep_snapshot(store: Storage | None, denoiser: torch.nn.Module, step: int) -> dict[str, torch.Tensor]:
+    """The LoRA weights at `step`, kept in memory and in the store (a resumed run still has them)."""
+    from peft.utils import get_peft_model_state_dict
+
+    # A copy: on the CPU `.float().cpu()` would alias the live weights, which the next steps change.
+    state = {k: v.detach().float().cpu().clone().contiguous() for k, v in get_peft_model_state_dict(denoiser).items()}
+    if store is not None:
+        store.put(_snapshot_name(step), save_tensors(state))
+    return state
+
+
+def _stored_snapshots(config: TrainConfig, store: Storage | None, *, before: int) -> dict[int, dict[str, torch.Tensor]]:
+    """Snapshots an earlier attempt kept before the step this run resumes from."""
+    if store is None:
+        return {}
+    kept = {}
+    for step in config.keep_at:
+        blob = store.get_or_none(_snapshot_name(step)) if step <= before else None
+        if blob is not None:
+            kept[step] = load_tensors(blob)
+    return kept
 
 
 def _resume(config, store, denoiser, optimizer, scheduler) -> int:  # noqa: ANN001

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
+from PIL import Image
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +168,33 @@ class Family(ABC):
         self, latents: torch.Tensor, cond: Cond, weights: torch.Tensor, generator: torch.Generator
     ) -> torch.Tensor:
         """Per-sample training loss for scaled latents (B, C, h, w) with per-pixel `weights` (B, 1, h, w)."""
+
+    def pipe_inputs(self, cond: Cond, negative: Cond | None, guidance: float) -> dict[str, Any]:
+        """The pipeline's arguments for ready text conditioning (its text encoders may be freed)."""
+        inputs: dict[str, Any] = {"prompt_embeds": cond["prompt_embeds"].to(self.device, self.dtype)}
+        if negative is not None and guidance > 1:
+            inputs["negative_prompt_embeds"] = negative["prompt_embeds"].to(self.device, self.dtype)
+        inputs["guidance_scale"] = guidance if negative is not None else 1.0
+        return inputs
+
+    @torch.no_grad()
+    def render(
+        self, cond: Cond, negative: Cond | None, *, seed: int, width: int, height: int, steps: int, guidance: float
+    ) -> Image.Image:
+        """One image with whatever LoRA the denoiser holds now; a CPU generator, so a seed means the
+        same noise on any device."""
+        generator = torch.Generator(device="cpu").manual_seed(seed)
+        self.denoiser.eval()
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
+            out = self.pipe(
+                **self.pipe_inputs(cond, negative, guidance),
+                num_inference_steps=steps,
+                width=width,
+                height=height,
+                generator=generator,
+                output_type="pil",
+            )
+        return out.images[0]
 
     def scale_latents(self, sample: torch.Tensor) -> torch.Tensor:
         config = self.vae.config

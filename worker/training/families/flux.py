@@ -8,7 +8,7 @@ block-diagonal `lora_up`, which is exact, and which diffusers' converter recogni
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 
@@ -58,6 +58,14 @@ class Flux(Family):
             )
             out.append({"prompt_embeds": embeds.to(self.dtype).cpu(), "pooled": pooled.to(self.dtype).cpu()})
         return out
+
+    def pipe_inputs(self, cond: Cond, negative: Cond | None, guidance: float) -> dict[str, Any]:
+        """FLUX.1-dev is guidance-distilled: the guidance is an input of the model, with no negative pass."""
+        return {
+            "prompt_embeds": cond["prompt_embeds"].to(self.device, self.dtype),
+            "pooled_prompt_embeds": cond["pooled"].to(self.device, self.dtype),
+            "guidance_scale": guidance,
+        }
 
     def sigmas(self, batch: int, seq_len: int, generator: torch.Generator) -> torch.Tensor:
         """Logit-normal noise levels, shifted towards noise for larger images as FLUX samples them."""

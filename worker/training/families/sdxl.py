@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 
@@ -25,6 +25,13 @@ class SDXL(SD15):
             )
             out.append({"prompt_embeds": embeds.to(self.dtype).cpu(), "pooled": pooled.to(self.dtype).cpu()})
         return out
+
+    def pipe_inputs(self, cond: Cond, negative: Cond | None, guidance: float) -> dict[str, Any]:
+        inputs = super().pipe_inputs(cond, negative, guidance)
+        inputs["pooled_prompt_embeds"] = cond["pooled"].to(self.device, self.dtype)
+        if "negative_prompt_embeds" in inputs:
+            inputs["negative_pooled_prompt_embeds"] = negative["pooled"].to(self.device, self.dtype)  # type: ignore[index]
+        return inputs
 
     def unet_kwargs(self, cond: Cond, latents: torch.Tensor) -> dict:
         batch, _, h, w = latents.shape

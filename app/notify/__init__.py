@@ -1,0 +1,1 @@
+"""Notifications: the transactional outbox of emails and webhooks, their content, signing and target checks."""

@@ -1,0 +1,64 @@
+"""Sampling with a loaded base model and LoRA weights: written once for the quality assessment and generation.
+
+A `Family` (see `worker.training.families`) renders one image from ready text conditioning
+(`Family.render`); this module puts LoRA weights into its denoiser and renders a list of
+requests with the family's usual inference settings (`app.trainings.catalog.Sampling`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from PIL import Image
+
+from app.trainings.catalog import Sampling
+from worker.training.families import Family
+from worker.training.families.base import Cond
+
+
+@dataclass(frozen=True)
+class SampleRequest:
+    prompt: str
+    seed: int
+    width: int
+    height: int
+
+
+def snap(size: int, multiple: int) -> int:
+    """The nearest side the family can render (its VAE factor, times FLUX's 2x2 packing)."""
+    return max(multiple, round(size / multiple) * multiple)
+
+
+def use_lora(family: Family, state: dict[str, torch.Tensor]) -> None:
+    """Put a peft LoRA state dict (as the trainer keeps it) into the denoiser's adapter."""
+    from peft.utils import set_peft_model_state_dict
+
+    set_peft_model_state_dict(family.denoiser, state)
+
+
+def render_all(
+    family: Family,
+    requests: Sequence[SampleRequest],
+    conds: dict[str, Cond],
+    sampling: Sampling,
+    *,
+    negative: Cond | None = None,
+    each: Callable[[int, Image.Image], None] = lambda _i, _img: None,
+) -> list[Image.Image]:
+    """One image per request, in order; `conds` holds each prompt's conditioning, `each` sees every image."""
+    images = []
+    for index, request in enumerate(requests):
+        image = family.render(
+            conds[request.prompt],
+            negative,
+            seed=request.seed,
+            width=snap(request.width, family.multiple),
+            height=snap(request.height, family.multiple),
+            steps=sampling.steps,
+            guidance=sampling.guidance,
+        )
+        each(index, image)
+        images.append(image)
+    return images
