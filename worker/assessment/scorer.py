@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from itertools import combinations
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 SAME_PERSON = 0.6  # dlib's usual threshold
 BANDS = (("excellent", 80.0), ("good", 60.0), ("weak", 30.0))  # score >= limit; below the last: failed
@@ -126,18 +126,18 @@ def score_image(image: Image.Image, refs: References) -> SampleScore:
     score.pose, score.yaw = kind, round(ratio, 3)
     left, top, right, bottom = face.box
     score.face_share = round(max(0, right - left) * max(0, bottom - top) / (image.width * image.height), 4)
-    score.copy_of = _copied(enc, phash(image), refs)
+    score.copy_of = _copied(enc, (phash(image), phash(ImageOps.mirror(image))), refs)
     score.memorized = score.copy_of is not None
     return score
 
 
-def _copied(encoding: np.ndarray, image_hash: str, refs: References) -> str | None:
+def _copied(encoding: np.ndarray, hashes: tuple[str, ...], refs: References) -> str | None:
     """The training photo this face copies, if it does (see the module docstring)."""
     baseline = refs.held_out_baseline()
     limit = COPY_DISTANCE if baseline is None else max(COPY_DISTANCE, 0.5 * baseline)
     best, best_name = None, None
     for ref in refs.training:
-        if ref.phash and _hamming(ref.phash, image_hash) <= COPY_HASH_BITS:
+        if ref.phash and any(_hamming(ref.phash, h) <= COPY_HASH_BITS for h in hashes):  # mirrored too
             return ref.name
         if ref.encoding is not None:
             d = float(np.linalg.norm(encoding - ref.encoding))
@@ -170,6 +170,16 @@ class CheckpointScore:
     def identity_similarity(self) -> float | None:
         values = [s.similarity for s in self.subject if s.similarity is not None]
         return round(statistics.median(values), 1) if values else None
+
+    @property
+    def distance(self) -> float | None:
+        """Median distance behind `identity_similarity`: it still ranks checkpoints where similarity is 100."""
+        values = [
+            s.held_out_distance if s.held_out_distance is not None else s.identity_distance
+            for s in self.subject
+            if s.similarity is not None
+        ]
+        return statistics.median(values) if values else None  # type: ignore[type-var]
 
     @property
     def memorization(self) -> float:
@@ -214,13 +224,14 @@ class CheckpointScore:
 def choose(checkpoints: Sequence[CheckpointScore]) -> CheckpointScore:
     """The best held-out likeness among checkpoints that neither memorize nor bleed; else the least
     flawed likeness; with no faces anywhere, the last checkpoint."""
+    checkpoints = sorted(checkpoints, key=lambda c: c.step)
     with_faces = [c for c in checkpoints if c.identity_similarity is not None]
     if not with_faces:
         return checkpoints[-1]
     fewest = min(c.memorizes + c.bleeds for c in with_faces)  # 0: clean
     pool = [c for c in with_faces if c.memorizes + c.bleeds == fewest]
-    # Ties go to the earlier step: as alike, and less trained.
-    return max(pool, key=lambda c: (c.identity_similarity or 0.0, -c.step))
+    # The nearer median distance breaks ties of the (capped) similarity; then the earlier step wins.
+    return max(pool, key=lambda c: (c.identity_similarity or 0.0, -(c.distance or 0.0), -c.step))
 
 
 def overall_score(chosen: CheckpointScore) -> float | None:
@@ -250,7 +261,7 @@ def advice(
             "Train again with more steps, and check that every photo shows the same person's face clearly."
         )
     sentences = []
-    later = [c for c in checkpoints if c.step > chosen.step and (c.memorizes or c.bleeds)]
+    later = sorted((c for c in checkpoints if c.step > chosen.step and (c.memorizes or c.bleeds)), key=lambda c: c.step)
     if later:
         sentences.append(f"Overfitting after step {later[0].step}: the step-{chosen.step} weights were kept.")
     if chosen.bleeds:
