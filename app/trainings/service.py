@@ -6,7 +6,7 @@ import uuid
 import zlib
 
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from app.core.errors import Conflict, NotFound, Unprocessable
 from app.core.queue import TRAIN_MODEL, enqueue
@@ -218,6 +218,7 @@ def deliveries(session: Session, *, training: Training) -> list[DeliveryRead]:
     rows = session.scalars(
         select(Notification)
         .where(Notification.training_id == training.id, Notification.channel == outbox.WEBHOOK)
+        .options(selectinload(Notification.delivery_attempts))  # one query for every row's attempts
         .order_by(Notification.id)
     )
     return [
