@@ -160,3 +160,24 @@ def test_catalog(tmp_path: Path) -> None:
         with pytest.raises(catalog.UnknownBaseModel):
             catalog.resolve(bad)
     assert catalog.default_base_model("sd15") == "sd15"
+
+
+def test_held_out_photos_leave_enough_to_train() -> None:
+    import numpy as np
+
+    from app.core.settings import Settings
+    from worker.assessment.prompts import keep_points
+    from worker.training.pipeline import TrainPhoto, hold_out
+
+    def photos(n: int, *, encoded: bool = True) -> list[TrainPhoto]:
+        enc = np.zeros(128, dtype=np.float32) if encoded else None
+        return [TrainPhoto(f"p{i}", None, None, None, None, lambda: None, lambda: b"", enc) for i in range(n)]
+
+    settings = Settings(min_training_photos=10, assessment_holdout=2, assessment_holdout_from=12)
+    trained, held = hold_out(photos(12), settings)
+    assert len(trained) == 10 and [p.key for p in held] == ["p3", "p9"]  # spread through the list
+    assert set(p.key for p in trained).isdisjoint(p.key for p in held)
+    assert hold_out(photos(11), settings)[1] == []  # too few to spare two
+    assert hold_out(photos(12), settings.model_copy(update={"min_training_photos": 11}))[1] == []  # never below
+    assert hold_out(photos(30, encoded=False), settings)[1] == []  # no encodings: nothing to compare with
+    assert keep_points(1000) == (400, 600, 800, 1000) and keep_points(2) == (1, 2)
