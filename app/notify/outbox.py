@@ -60,30 +60,27 @@ def _wants(training: Training, event: str) -> bool:
     return event in (training.webhook_events or DEFAULT_EVENTS)
 
 
-def _add(session: Session, row: Notification) -> Notification:
+def _add(session: Session, training: Training, channel: str, event: str, target: str, payload: dict[str, Any]) -> None:
+    """Write the row (in the caller's transaction) and send `notify.deliver` once it commits."""
+    row = Notification(
+        user_id=training.user_id,
+        training_id=training.id,
+        channel=channel,
+        event=event,
+        target=target,
+        payload=payload,
+        next_attempt_at=utcnow(),
+    )
     session.add(row)
     session.flush()
     enqueue(session, DELIVER, str(row.id))
-    return row
 
 
 def training_webhook(session: Session, training: Training, event: str, *, model: Model | None = None) -> None:
     """Queue `event` for the training's webhook, if it has one that wants it."""
     if not _wants(training, event):
         return
-    now = utcnow()
-    _add(
-        session,
-        Notification(
-            user_id=training.user_id,
-            training_id=training.id,
-            channel=WEBHOOK,
-            event=event,
-            target=training.webhook_url,
-            payload=training_body(training, event, now, model),
-            next_attempt_at=now,
-        ),
-    )
+    _add(session, training, WEBHOOK, event, training.webhook_url, training_body(training, event, utcnow(), model))
 
 
 def training_progress(session: Session, training: Training, settings: Settings) -> None:
@@ -123,19 +120,7 @@ def training_ended(session: Session, training: Training, settings: Settings, *, 
         }
     else:
         payload |= {"error": training.error or {}, "link": f"{base}/v1/trainings/{training.id}"}
-    now = utcnow()
-    _add(
-        session,
-        Notification(
-            user_id=training.user_id,
-            training_id=training.id,
-            channel=EMAIL,
-            event=event,
-            target=user.email,
-            payload=payload,
-            next_attempt_at=now,
-        ),
-    )
+    _add(session, training, EMAIL, event, user.email, payload)
 
 
 def body_bytes(payload: dict[str, Any]) -> bytes:

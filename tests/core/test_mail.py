@@ -3,36 +3,20 @@
 from __future__ import annotations
 
 import email
-import socket
+from collections.abc import Iterator
 
 import pytest
-from aiosmtpd.controller import Controller
 
 from app.core.mail import build_message, send_email
 from app.core.settings import Settings
-
-
-class _Inbox:
-    def __init__(self) -> None:
-        self.messages: list[tuple[str, list[str], bytes]] = []
-
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802, ANN001, ANN201
-        self.messages.append((envelope.mail_from, envelope.rcpt_tos, envelope.content))
-        return "250 OK"
+from tests.smtp import ScriptedInbox
+from tests.smtp import smtp_server as serve_smtp
 
 
 @pytest.fixture
-def smtp_server():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    inbox = _Inbox()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield f"smtp://127.0.0.1:{port}", inbox
-    finally:
-        controller.stop()
+def smtp_server() -> Iterator[tuple[str, ScriptedInbox]]:
+    with serve_smtp() as running:
+        yield running
 
 
 def test_outbox_by_default(tmp_path):
@@ -52,7 +36,8 @@ def test_smtp_when_configured(tmp_path, smtp_server):
     settings = Settings(data_dir=tmp_path, smtp_url=url)
     message = build_message(to="bo@example.com", subject="Hello", text="plain", html="<p>rich</p>")
     send_email(message, settings)
-    ((sender, recipients, content),) = inbox.messages
+    (content,) = inbox.accepted
+    ((sender, recipients),) = inbox.envelopes
     assert recipients == ["bo@example.com"] and "lookalike@localhost" in sender
     assert b"<p>rich</p>" in content
     assert not settings.outbox_dir.exists()

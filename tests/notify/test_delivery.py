@@ -12,19 +12,15 @@ from __future__ import annotations
 import email
 import email.policy
 import json
-import socket
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -35,6 +31,8 @@ from app.db import DeliveryAttempt, DeliveryStatus, Notification, Subject, Train
 from app.db.base import utcnow
 from app.notify import outbox
 from app.notify.webhooks import new_secret, verify
+from tests.http_receiver import serving
+from tests.smtp import smtp_server
 from tests.trainings.conftest import few_photos_suffice, ready_subject  # noqa: F401 - fixtures for the cancel test
 from worker.housekeeping.sweep import sweep
 from worker.notify import tasks
@@ -170,39 +168,6 @@ def _send(row_id: uuid.UUID, sessions: sessionmaker[Session], storage: Any, sett
     return deliver(row_id, sessions=sessions, storage=storage, settings=settings)
 
 
-# --- a real SMTP server -------------------------------------------------------------------
-
-
-class ScriptedInbox:
-    """Answers DATA with the scripted replies in turn (then 250), keeping what it accepted."""
-
-    def __init__(self, replies: list[str]) -> None:
-        self.replies = list(replies)
-        self.tried: list[bytes] = []
-        self.accepted: list[bytes] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
-        self.tried.append(envelope.content)
-        reply = self.replies.pop(0) if self.replies else "250 OK"
-        if reply.startswith("250"):
-            self.accepted.append(envelope.content)
-        return reply
-
-
-@contextmanager
-def smtp_server(*replies: str) -> Iterator[tuple[str, ScriptedInbox]]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    inbox = ScriptedInbox(list(replies))
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield f"smtp://127.0.0.1:{port}", inbox
-    finally:
-        controller.stop()
-
-
 def _parse(raw: bytes) -> email.message.EmailMessage:
     return email.message_from_bytes(raw, policy=email.policy.default)
 
@@ -317,49 +282,6 @@ def test_an_email_is_never_sent_twice(
             assert len(_attempts(sessions, row_id)) == 1
 
 
-# --- a real webhook receiver ---------------------------------------------------------------
-
-
-@dataclass
-class Receiver:
-    statuses: list[int]
-    url: str = ""
-    received: list[tuple[str, dict[str, str], bytes]] = field(default_factory=list)
-
-
-@contextmanager
-def webhook_receiver(*statuses: int) -> Iterator[Receiver]:
-    """A ThreadingHTTPServer on loopback answering the given statuses in turn (then 200)."""
-    state = Receiver(list(statuses))
-    lock = threading.Lock()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            with lock:
-                state.received.append((self.path, {k.lower(): v for k, v in self.headers.items()}, body))
-                status = state.statuses.pop(0) if state.statuses else 200
-            payload = b"ok" if status < 300 else b"not now"
-            self.send_response(status)
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/lookalike"
-    try:
-        yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
-
-
 @pytest.fixture
 def private_ok(settings: Any) -> Any:
     """Delivery settings that let webhooks reach the loopback receiver."""
@@ -381,7 +303,7 @@ def test_webhook_500_then_200_is_retried_with_the_same_id_and_signed(
     private_ok: Any, sessions: sessionmaker[Session], storage: Any, account: Any, broker: Broker
 ) -> None:
     secret = _give_secret(sessions, account)
-    with webhook_receiver(500, 200) as receiver:
+    with serving(500, 200, path="/hooks/lookalike") as receiver:
         training = _webhook_training(sessions, account, receiver.url)
         row_id = _webhook(sessions, training.id, "training.succeeded")
         assert broker.delivers() == [str(row_id)]
@@ -414,7 +336,7 @@ def test_webhook_gives_up_after_the_last_attempt(
 ) -> None:
     _give_secret(sessions, account)
     two_tries = private_ok.model_copy(update={"notify_max_attempts": 2})
-    with webhook_receiver(502, 502, 200) as receiver:
+    with serving(502, 502, 200, path="/hooks/lookalike") as receiver:
         training = _webhook_training(sessions, account, receiver.url)
         row_id = _webhook(sessions, training.id, "training.succeeded")
         assert _send(row_id, sessions, storage, two_tries) == "retry"
@@ -432,7 +354,7 @@ def test_webhook_410_disables_the_trainings_webhook(
     private_ok: Any, sessions: sessionmaker[Session], storage: Any, account: Any, broker: Broker
 ) -> None:
     _give_secret(sessions, account)
-    with webhook_receiver(410) as receiver:
+    with serving(410, path="/hooks/lookalike") as receiver:
         events = ["training.started", "training.progress", "training.succeeded"]
         training = _webhook_training(sessions, account, receiver.url, webhook_events=events)
         gone = _webhook(sessions, training.id, "training.started")
@@ -466,7 +388,7 @@ def test_loopback_webhook_is_refused_at_delivery_when_private_targets_are_not_al
 ) -> None:
     _give_secret(sessions, account)
     strict = settings.model_copy(update={"webhook_allow_private_targets": False})
-    with webhook_receiver() as receiver:
+    with serving(path="/hooks/lookalike") as receiver:
         training = _webhook_training(sessions, account, receiver.url)
         row_id = _webhook(sessions, training.id, "training.succeeded")
         assert _send(row_id, sessions, storage, strict) == "failed"
@@ -532,7 +454,7 @@ def test_webhook_deliveries_list_attempts_to_their_owner_only(
     broker: Broker,
 ) -> None:
     _give_secret(sessions, account)
-    with webhook_receiver(503) as receiver:
+    with serving(503, path="/hooks/lookalike") as receiver:
         training = _webhook_training(sessions, account, receiver.url, status=TrainingStatus.failed, error=FAILURE)
         started = _webhook(sessions, training.id, "training.started")
         assert _send(started, sessions, storage, private_ok) == "retry"
@@ -576,7 +498,7 @@ def test_cancel_queues_one_canceled_webhook_and_no_email(
     monkeypatch.setattr(queue, "send", lambda name, *args: captured.sent.append((name, args)))
     monkeypatch.setattr(tasks, "get_client", lambda: captured)
 
-    with webhook_receiver() as receiver:
+    with serving(path="/hooks/lookalike") as receiver:
         created = _start(client, account, ready_subject["id"], webhook_url=receiver.url)
         assert created.status_code == 202, created.text
         training_id = created.json()["id"]

@@ -5,15 +5,16 @@ from __future__ import annotations
 import email
 import email.policy
 import re
-import socket
+from collections.abc import Iterator
 from email.message import EmailMessage
 
 import pytest
-from aiosmtpd.controller import Controller
 
 from app.core.mail import DEFAULT_SENDER, send_email
 from app.core.settings import Settings
 from app.notify.emails import training_failed_email, training_succeeded_email
+from tests.smtp import ScriptedInbox
+from tests.smtp import smtp_server as serve_smtp
 
 JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(range(256)) * 4 + b"\xff\xd9"
 ADVICE = "Add a few more close-ups with different lighting to sharpen the likeness."
@@ -135,33 +136,17 @@ def test_failure_email_without_hint_still_suggests_something():
     assert "What to do:" in text and "None" not in text and "None" not in html
 
 
-class _Inbox:
-    def __init__(self) -> None:
-        self.messages: list[tuple[str, list[str], bytes]] = []
-
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802, ANN001, ANN201
-        self.messages.append((envelope.mail_from, envelope.rcpt_tos, envelope.content))
-        return "250 OK"
-
-
 @pytest.fixture
-def smtp_server():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    inbox = _Inbox()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield f"smtp://127.0.0.1:{port}", inbox
-    finally:
-        controller.stop()
+def smtp_server() -> Iterator[tuple[str, ScriptedInbox]]:
+    with serve_smtp() as running:
+        yield running
 
 
 def test_success_email_survives_a_real_smtp_server(tmp_path, smtp_server):
     url, inbox = smtp_server
     send_email(_success(), Settings(data_dir=tmp_path, smtp_url=url))
-    ((_, recipients, content),) = inbox.messages
+    (content,) = inbox.accepted
+    ((_, recipients),) = inbox.envelopes
     assert recipients == ["ada@example.com"]
     received = email.message_from_bytes(content, policy=email.policy.default)
     assert b"Content-Type: image/jpeg" in content
