@@ -397,11 +397,15 @@ def train(photos_dir: Path, output: Path, base_model: str | None, name: str | No
         if bar is not None:
             bar.__exit__(None, None, None)
 
-    _quality_report(run.quality)
+    if run.quality:
+        _quality_report(run.quality)
+    else:
+        click.secho("The assessment could not run (see the log above); the final weights were exported.", fg="yellow")
     click.echo(f"Trigger word: {run.trigger_word}")
     for fmt, path in run.files.items():
         click.echo(f"{fmt:9} {path}")
-    click.echo(f"{'samples':9} {run.sheet}")
+    if run.sheet:
+        click.echo(f"{'samples':9} {run.sheet}")
     if resolve(base_model).tiny:
         click.secho(TINY_NOTE, fg="yellow")
 

@@ -68,7 +68,9 @@ class ModelRead(BaseModel):
     family: str
     trigger_word: str
     rank: int
-    quality: Quality | None = Field(description="the quality assessment's; null for models made before it existed")
+    quality: Quality | None = Field(
+        description="the quality assessment's; null when it could not run (the model is the final weights, unassessed)"
+    )
     samples: list[SampleRead]
     contact_sheet_url: str | None = Field(description="every sample, checkpoint by prompt, with its score")
     files: list[ModelFile]

@@ -42,3 +42,19 @@ def test_train_folder(tmp_path: Path, settings) -> None:  # noqa: ANN001 - the r
 
     too_few = CliRunner().invoke(main, [*args[:-6], "--min-photos", "10"])
     assert too_few.exit_code == 1 and "at least 10" in too_few.output
+
+
+def test_a_failed_assessment_still_delivers_the_trained_lora(tmp_path: Path, settings, monkeypatch) -> None:  # noqa: ANN001
+    """The LoRA is trained by then: an assessment that breaks exports the final weights, unassessed."""
+    import worker.assessment.stage as stage
+
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("face detector unavailable")
+
+    monkeypatch.setattr(stage, "score_image", broken)
+    out = tmp_path / "out"
+    args = ["train", str(_folder(tmp_path)), "--base-model", "tiny-sd15", "--steps", "3", "--output", str(out)]
+    result = CliRunner().invoke(main, [*args, "--min-photos", "3", "--class-word", "man"])
+    assert result.exit_code == 0, result.output
+    assert "The assessment could not run" in result.output
+    assert load_file(out / "lora.safetensors") and not (out / "contact_sheet.jpg").exists()

@@ -53,8 +53,8 @@ class LocalRun:
     trigger_word: str
     result: TrainResult
     files: dict[str, Path]
-    quality: dict[str, Any]
-    sheet: Path
+    quality: dict[str, Any] | None  # None: the assessment could not run
+    sheet: Path | None
 
 
 def train_folder(
@@ -139,7 +139,14 @@ def train_folder(
     clear_work(work)
     shutil.rmtree(output / WORK_FOLDER, ignore_errors=True)
     paths = {fmt: output / info["key"] for fmt, info in exported.files.items()}
-    return LocalRun(analysed, word, exported.result, paths, exported.quality, output / exported.sheet_key)
+    return LocalRun(
+        analysed,
+        word,
+        exported.result,
+        paths,
+        exported.quality,
+        output / exported.sheet_key if exported.sheet_key else None,
+    )
 
 
 def _analyse_and_select(

@@ -33,7 +33,7 @@ from worker.assessment.prompts import keep_points, prompt_set
 from worker.assessment.scorer import References, TrainingRef
 from worker.assessment.stage import assess
 from worker.training.data import Box, TrainItem, face_in_crop
-from worker.training.errors import TrainingError
+from worker.training.errors import Canceled, Interrupted, TrainingError
 from worker.training.export import diffusers_file, kohya_file, metadata
 from worker.training.trainer import Hooks, Progress, TrainConfig, TrainResult, train
 
@@ -84,7 +84,7 @@ class Exported:
     files: dict[str, dict[str, Any]]  # format -> {"key": storage key, "size_bytes": n}
     result: TrainResult
     settings: dict[str, Any] = field(default_factory=dict)  # as written into the files' metadata
-    quality: dict[str, Any] = field(default_factory=dict)
+    quality: dict[str, Any] | None = None  # None: the assessment could not run (the worker's log says why)
     samples: list[dict[str, Any]] = field(default_factory=list)  # AssessedSample.record, with storage keys
     sheet_key: str | None = None
     timings: dict[str, float] = field(default_factory=dict)  # the assessment's
@@ -122,15 +122,13 @@ def run_pipeline(
     config.keep_model = True
     hooks = Hooks(progress=reporter.progress, phase=reporter.phase, store=work, should_stop=reporter.should_stop)
     result = train(items, config, hooks)
+    reporter.phase("assessing")
+    refs = References(
+        identity=identity,
+        training=[TrainingRef(p.key, p.encoding, phash(i.image)) for p, i in zip(trained, items, strict=True)],
+        held_out=[p.encoding for p in held if p.encoding is not None],
+    )
     try:
-        reporter.phase("assessing")
-        refs = References(
-            identity=identity,
-            training=[
-                TrainingRef(p.key, p.encoding, phash(item.image)) for p, item in zip(trained, items, strict=True)
-            ],
-            held_out=[p.encoding for p in held if p.encoding is not None],
-        )
         assessment = assess(
             result,
             prompts,
@@ -142,9 +140,16 @@ def run_pipeline(
             held_out=len(held),
             tick=reporter.tick,
         )
+    except (Canceled, Interrupted):
+        raise
+    except Exception:  # noqa: BLE001 - the LoRA is trained: deliver it, unassessed, rather than fail the run
+        log.exception("the assessment failed; exporting the final weights unassessed")
+        assessment = None
     finally:
         result.model = None  # the model's memory goes back before the export
         _free_memory()
+    if assessment is None:
+        return export(spec, result, storage=storage, out=out)
     result.lora = result.snapshots[assessment.chosen_step]
     exported = export(spec, result, storage=storage, out=out)
     exported.quality, exported.timings = assessment.quality, assessment.timings

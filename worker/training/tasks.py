@@ -255,7 +255,7 @@ def _run(
         tiny=spec.tiny,
         trigger_word=spec.trigger_word,
         rank=result.rank,
-        files=exported.files | {"contact_sheet": {"key": exported.sheet_key}},
+        files=exported.files | ({"contact_sheet": {"key": exported.sheet_key}} if exported.sheet_key else {}),
         quality=exported.quality,
         samples=exported.samples,
     )
