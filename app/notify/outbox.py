@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from app.core.queue import enqueue
 from app.core.settings import Settings
-from app.db import DeliveryStatus, Model, Notification, Subject, Training, TrainingStatus, User
+from app.db import Model, Notification, Subject, Training, TrainingStatus, User
 from app.db.base import utcnow
 
 DELIVER = "notify.deliver"
@@ -126,6 +126,3 @@ def training_ended(session: Session, training: Training, settings: Settings, *, 
 def body_bytes(payload: dict[str, Any]) -> bytes:
     """The exact bytes a webhook sends and signs (the same on every attempt)."""
     return json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
-
-
-__all__ = ["DELIVER", "EMAIL", "WEBHOOK", "WEBHOOK_EVENTS", "DeliveryStatus", "retry_delay"]

@@ -20,6 +20,7 @@ from PIL import Image
 from app.trainings.catalog import Sampling
 from worker.assessment.prompts import BLEED, PromptSpec
 from worker.assessment.scorer import (
+    BLEEDS_AT,
     CheckpointScore,
     References,
     SampleScore,
@@ -27,6 +28,7 @@ from worker.assessment.scorer import (
     choose,
     overall_score,
     score_image,
+    similarity,
     verdict_for,
 )
 from worker.assessment.sheet import Cell, Row, contact_sheet
@@ -129,7 +131,11 @@ def assess(
     }
     t0 = time.perf_counter()
     sheet = _sheet(prompts, scored, samples, chosen.step)
-    timings = {"sampling": round(sampling_s, 3), "scoring": round(scoring_s, 3), "sheet": time.perf_counter() - t0}
+    timings = {
+        "sampling": round(sampling_s, 3),
+        "scoring": round(scoring_s, 3),
+        "sheet": round(time.perf_counter() - t0, 3),
+    }
     log.info("assessment: %s at step %s (%s)", quality["verdict"], chosen.step, timings)
     return Assessment(quality, chosen.step, samples, sheet, timings)
 
@@ -145,8 +151,6 @@ def _caption(sample: AssessedSample) -> tuple[str, bool]:
     if s.similarity is None and s.identity_distance is None:
         return ("no face", False)
     if sample.prompt.kind == BLEED:
-        from worker.assessment.scorer import BLEEDS_AT, similarity
-
         bleed = similarity(s.identity_distance) if s.identity_distance is not None else 0.0
         return (f"like subject {bleed:.0f}", bleed >= BLEEDS_AT)
     if s.memorized:

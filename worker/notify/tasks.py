@@ -31,6 +31,7 @@ from app.db.base import utcnow
 from app.notify import emails
 from app.notify.outbox import DELIVER, EMAIL, body_bytes, retry_delay
 from app.notify.webhooks import TargetRefused, check_target, signed_headers
+from app.trainings.catalog import TINY_NOTE
 from worker.notify.http import HttpFailure, post
 
 log = logging.getLogger(__name__)
@@ -144,8 +145,6 @@ def _compose(claim: _Claim, *, sessions: sessionmaker[Session], storage: Storage
         key = _preview_key(model) if model is not None else None
     if key:
         sample = storage.get_or_none(key)
-    from app.trainings.catalog import TINY_NOTE
-
     return emails.training_succeeded_email(
         to=claim.target,
         message_id=message_id,

@@ -118,7 +118,8 @@ def run_pipeline(
     sampling = sampling_for(spec.family, tiny=spec.tiny)
     config = train_config(spec, settings)
     config.keep_at = keep_points(config.steps)
-    config.extra_prompts = tuple(dict.fromkeys([p.text for p in prompts] + [sampling.negative_prompt]))
+    negative = [sampling.negative_prompt] if sampling.negative_prompt else []  # FLUX has none
+    config.extra_prompts = tuple(dict.fromkeys([p.text for p in prompts] + negative))
     config.keep_model = True
     hooks = Hooks(progress=reporter.progress, phase=reporter.phase, store=work, should_stop=reporter.should_stop)
     result = train(items, config, hooks)
@@ -147,7 +148,7 @@ def run_pipeline(
         assessment = None
     finally:
         result.model = None  # the model's memory goes back before the export
-        _free_memory()
+        free_memory()
     if assessment is None:
         return export(spec, result, storage=storage, out=out)
     result.lora = result.snapshots[assessment.chosen_step]
@@ -178,7 +179,8 @@ def hold_out(photos: Sequence[TrainPhoto], settings: Settings) -> tuple[list[Tra
     return [p for i, p in enumerate(photos) if i not in picked], [photos[i] for i in sorted(picked)]
 
 
-def _free_memory() -> None:
+def free_memory() -> None:
+    """Give the GPU memory of a finished (or stopped) model back for the next job."""
     import gc
 
     import torch

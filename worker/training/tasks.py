@@ -37,7 +37,7 @@ from app.photos.review import encodings_from_bytes
 from worker.housekeeping.registry import NO_MESSAGE
 from worker.lifecycle import stopping
 from worker.training.errors import Canceled, Interrupted, TrainingError
-from worker.training.pipeline import Reporter, RunSpec, TrainPhoto, clear_work, run_pipeline
+from worker.training.pipeline import Reporter, RunSpec, TrainPhoto, clear_work, free_memory, run_pipeline
 from worker.training.trainer import Progress
 
 log = logging.getLogger(__name__)
@@ -129,7 +129,7 @@ def run_training(
             _fail(sessions, job, error, settings)
             return "failed"
         finally:
-            _free_gpu()
+            free_memory()
 
 
 @retried
@@ -431,16 +431,6 @@ def _unexpected(exc: Exception) -> dict[str, str]:
         "message": "The training failed unexpectedly.",
         "hint": "Start it again; if it fails again, report this training's id to the operator.",
     }
-
-
-def _free_gpu() -> None:
-    import gc
-
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 @shared_task(name=TRAIN_MODEL, acks_late=True, soft_time_limit=TIME_LIMIT_S, time_limit=TIME_LIMIT_S + 300)
