@@ -21,6 +21,8 @@ import pytest
 from sqlalchemy import delete
 from sqlalchemy.engine import make_url
 
+from tests.helpers import LoraMaker
+
 # Nothing is downloaded in tests: a Hub id fails at once instead of waiting on the network.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -163,10 +165,10 @@ def _clean_slate(request: pytest.FixtureRequest) -> Iterator[None]:
         return
     settings = request.getfixturevalue("settings")
     from app.core.db import session_factory, session_scope
-    from app.db import ApiKey, Model, Photo, Subject, Training, User
+    from app.db import ApiKey, Generation, Model, Photo, ReplicateModel, Subject, Training, UploadedFile, User
 
     with session_scope(session_factory(settings)) as session:
-        for table in (Model, Training, Photo, Subject, ApiKey, User):
+        for table in (Generation, UploadedFile, Model, Training, ReplicateModel, Photo, Subject, ApiKey, User):
             session.execute(delete(table))
     shutil.rmtree(settings.data_dir / "storage", ignore_errors=True)
 
@@ -239,3 +241,50 @@ def s3_server() -> Iterator[str]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def lora_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("lora-models")
+
+
+@pytest.fixture(scope="session")
+def make_lora(lora_models_dir: Path) -> LoraMaker:
+    """`make_lora(family, seed=0, strength=1.0, fmt="diffusers", meta=True)`: a LoRA file's bytes.
+
+    Random lora_A and lora_B (scaled by `strength`, large enough to change a tiny model's image),
+    exported by the trainer's own `worker.training.export`, as the service ships them.
+    """
+    import torch
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    from worker.training.export import diffusers_file, kohya_file, metadata
+    from worker.training.families import family_class
+    from worker.training.presets import ensure_tiny
+
+    loaded: dict[str, object] = {}
+    made: dict[tuple, bytes] = {}
+
+    def make(family: str, seed: int = 0, strength: float = 1.0, fmt: str = "diffusers", meta: bool = True) -> bytes:
+        key = (family, seed, strength, fmt, meta)
+        if key in made:
+            return made[key]
+        if family not in loaded:
+            source = ensure_tiny(f"tiny-{family}", lora_models_dir)
+            loaded[family] = family_class(family).load(str(source), device=torch.device("cpu"), dtype=torch.float32)
+        fam = loaded[family]
+        fam.denoiser.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=fam.lora_targets()), adapter_name="make")
+        generator = torch.Generator().manual_seed(seed)
+        for name, param in fam.denoiser.named_parameters():
+            if ".make." in name:
+                scale = 0.2 * strength if "lora_B" in name else 0.2
+                param.data = torch.randn(param.shape, generator=generator) * scale
+        lora = {k: v.detach().clone() for k, v in get_peft_model_state_dict(fam.denoiser, adapter_name="make").items()}
+        fam.denoiser.delete_adapters("make")
+        words = {"trigger_word": "zorvek", "name": "test", "rank": 4, "alpha": 4, "settings": {}}
+        info = metadata(family=family, base_model=f"tiny-{family}", **words) if meta else {}
+        made[key] = diffusers_file(family, lora, info) if fmt == "diffusers" else kohya_file(family, lora, 4.0, info)
+        return made[key]
+
+    return make

@@ -7,7 +7,20 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, Uuid
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    Uuid,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db.base import Base, IdMixin, TimestampMixin, UTCDateTime
@@ -189,6 +202,15 @@ class Training(IdMixin, TimestampMixin, Base):
     dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     resends: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
     model_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    # Queued, but its photos are still being analysed (a training started from a zip through the
+    # Replicate-compatible API): sent to a worker once the subject review has judged them.
+    awaiting_photos: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+    # The Replicate-style model its weights become a version of (`destination`), and what that
+    # client sent (trainer version, input), to answer in Replicate's shape.
+    replicate_model_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("replicate_models.id", ondelete="SET NULL"), index=True
+    )
+    client: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class Model(IdMixin, TimestampMixin, Base):
@@ -213,6 +235,96 @@ class Model(IdMixin, TimestampMixin, Base):
     files: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
     quality: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     samples: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list, nullable=False)
+    # The Replicate-style model this LoRA is a version of, when a training named one as destination.
+    replicate_model_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("replicate_models.id", ondelete="SET NULL"), index=True
+    )
+
+
+class GenerationStatus(enum.StrEnum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    canceled = "canceled"
+
+
+ACTIVE_GENERATION = (GenerationStatus.queued, GenerationStatus.running)
+FINISHED_GENERATION = (GenerationStatus.succeeded, GenerationStatus.failed, GenerationStatus.canceled)
+
+
+class Generation(IdMixin, TimestampMixin, Base):
+    """Images made with one or more LoRAs on a base model; the row is the truth, as for trainings."""
+
+    __tablename__ = "generations"
+    __table_args__ = (
+        Index("ix_generations_user_id_id", "user_id", "id"),
+        Index("ix_generations_status", "status"),
+    )
+
+    user_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
+    # The first of its LoRAs that is one of the user's models (None: only files or URLs).
+    model_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, ForeignKey("models.id", ondelete="SET NULL"))
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)  # images | sweep | matrix
+    base_model: Mapped[str] = mapped_column(String(300), nullable=False)
+    family: Mapped[str] = mapped_column(String(16), nullable=False)
+    tiny: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+    prompt: Mapped[str] = mapped_column(Text, nullable=False)  # as sent
+    trigger_inserted: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+    # Resolved settings: prompt used, size, steps, guidance, seed, scales, formats, the experiment.
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    # [{"kind": "model"|"file"|"url", "id" or "url", "key", "scale", "name", "sha256"}], in order.
+    loras: Mapped[list[dict[str, Any]]] = mapped_column(JSON, nullable=False)
+    image_key: Mapped[str | None] = mapped_column(String(1024))  # img2img's start image, copied in
+    status: Mapped[str] = mapped_column(String(16), default=GenerationStatus.queued, nullable=False)
+    # [{"key", "content_type", "size_bytes", "seed", "label", "scale", "prompt"}], in order.
+    outputs: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list, nullable=False)
+    sheet_key: Mapped[str | None] = mapped_column(String(1024))
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    logs: Mapped[str] = mapped_column(Text, default="", nullable=False)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, nullable=False)
+    # What a Replicate-style client sent (model, version, input, whether it waited).
+    client: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The worker's claim, and the sweep's bookkeeping, as for trainings.
+    attempts: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    worker_token: Mapped[str | None] = mapped_column(String(64))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    resends: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+
+
+class UploadedFile(IdMixin, TimestampMixin, Base):
+    """A file a user uploaded to use as an input: a LoRA (.safetensors), a start image, a zip of photos."""
+
+    __tablename__ = "files"
+    __table_args__ = (Index("ix_files_user_id_id", "user_id", "id"),)
+
+    user_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
+    name: Mapped[str] = mapped_column(String(255), nullable=False)
+    content_type: Mapped[str] = mapped_column(String(100), nullable=False)
+    size_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    key: Mapped[str] = mapped_column(String(1024), nullable=False)
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict, nullable=False)
+
+
+class ReplicateModel(IdMixin, TimestampMixin, Base):
+    """A named model in the Replicate-compatible API (`owner/name`); its versions are the user's Models."""
+
+    __tablename__ = "replicate_models"
+    __table_args__ = (UniqueConstraint("user_id", "owner", "name", name="uq_replicate_models_user_owner_name"),)
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    owner: Mapped[str] = mapped_column(String(64), nullable=False)
+    name: Mapped[str] = mapped_column(String(100), nullable=False)
+    visibility: Mapped[str] = mapped_column(String(16), nullable=False)
+    hardware: Mapped[str | None] = mapped_column(String(64))
+    description: Mapped[str | None] = mapped_column(Text)
+    run_count: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
 
 
 class DeliveryStatus(enum.StrEnum):
