@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from app.core.settings import get_settings
+from app.generations import params as gen  # pure Python: the command's limits are the API's
 
 
 def _fail(message: str) -> None:
@@ -408,6 +409,67 @@ def train(photos_dir: Path, output: Path, base_model: str | None, name: str | No
         click.echo(f"{'samples':9} {run.sheet}")
     if resolve(base_model).tiny:
         click.secho(TINY_NOTE, fg="yellow")
+
+
+def _lora_option(value: str) -> tuple[Path, float]:
+    """PATH or PATH:SCALE (a path may itself hold colons: only a number after the last one is a scale)."""
+    path, _, scale = value.rpartition(":")
+    try:
+        return Path(path), float(scale)
+    except ValueError:
+        return Path(value), gen.DEFAULT_LORA_SCALE
+
+
+@main.command()
+@click.option(
+    "--lora", "loras", multiple=True, required=True, metavar="PATH[:SCALE]",
+    help=f"A LoRA .safetensors file and its scale (default {gen.DEFAULT_LORA_SCALE}); repeatable.",
+)  # fmt: skip
+@click.option("--base-model", default=None, help="Preset, Hub id or diffusers folder (default: the first LoRA's).")
+@click.option("--prompt", required=True, help="The trigger word is put in front when it is missing.")
+@click.option("--negative-prompt", default=None, help="(default: the family's; FLUX takes none)")
+@click.option("--num-outputs", type=click.IntRange(1, gen.MAX_OUTPUTS), default=1, show_default=True)
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=None, help="(default: random, printed)")
+@click.option("--width", type=click.IntRange(gen.MIN_SIDE, gen.MAX_SIDE), default=None)
+@click.option("--height", type=click.IntRange(gen.MIN_SIDE, gen.MAX_SIDE), default=None)
+@click.option("--aspect-ratio", type=click.Choice(list(gen.ASPECT_RATIOS)), default=None, help="(default 1:1)")
+@click.option("--steps", type=click.IntRange(1, 500), default=None, help="(default: the family's)")
+@click.option("--guidance", type=click.FloatRange(0, 30), default=None, help="(default: the family's)")
+@click.option(
+    "--image", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None, help="Start image."
+)
+@click.option(
+    "--prompt-strength", type=click.FloatRange(0, 1), default=gen.DEFAULT_PROMPT_STRENGTH, show_default=True,
+    help="With --image: how much of it is redrawn.",
+)  # fmt: skip
+@click.option("--output-format", type=click.Choice(list(gen.OUTPUT_FORMATS)), default="png", show_default=True)
+@click.option("--output-quality", type=click.IntRange(1, 100), default=90, show_default=True, help="jpg and webp")
+@click.option("--sweep", is_flag=True, help="The first LoRA at scales 0 to 1.2, and a contact sheet.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("outputs"), show_default=True)
+@click.option("--verbose", is_flag=True, help="Show the libraries' warnings and logs.")
+def generate(loras: tuple[str, ...], verbose: bool, **request: object) -> None:
+    """Generate images with LoRA files on this machine: no server, database or queue."""
+    # Like `train`, this runs worker code (torch, diffusers) in this process: imported here only.
+    from app.generations.lorafile import LoraFileError
+    from app.trainings.catalog import UnknownBaseModel
+    from worker.generation.errors import GenerationError
+    from worker.generation.local import generate_files, quiet_libraries
+
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
+    try:
+        with quiet_libraries(verbose):
+            generate_files(
+                [_lora_option(value) for value in loras],
+                settings=get_settings(),
+                note=click.echo,
+                written=lambda path: click.echo(f"wrote {path}"),
+                **request,  # type: ignore[arg-type]
+            )
+    except GenerationError as exc:
+        click.secho(f"{exc.message} {exc.hint}", fg="red", err=True)
+        sys.exit(2 if exc.code == "lora_mismatch" else 1)
+    except (UnknownBaseModel, LoraFileError, OSError) as exc:
+        _fail(str(exc))
 
 
 def _quality_report(quality: dict) -> None:

@@ -17,6 +17,9 @@ from PIL import Image
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
+# `make_lora(family, seed=0, strength=1.0, fmt="diffusers", meta=True)` (tests/conftest.py): a LoRA file's bytes.
+LoraMaker = Callable[..., bytes]
+
 
 def fixture_bytes(name: str) -> bytes:
     return (FIXTURES / name).read_bytes()

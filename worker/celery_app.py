@@ -24,6 +24,7 @@ def create_worker_app() -> Celery:
     app.conf.include = [
         "worker.analysis.tasks",
         "worker.training.tasks",
+        "worker.generation.tasks",
         "worker.housekeeping.tasks",
         "worker.notify.tasks",
     ]

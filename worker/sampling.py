@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
+from app.generations.params import snap
 from app.trainings.catalog import Sampling
 from worker.training.families import Family
 from worker.training.families.base import Cond
@@ -24,11 +25,6 @@ class SampleRequest:
     seed: int
     width: int
     height: int
-
-
-def snap(size: int, multiple: int) -> int:
-    """The nearest side the family can render (its VAE factor, times FLUX's 2x2 packing)."""
-    return max(multiple, round(size / multiple) * multiple)
 
 
 def use_lora(family: Family, state: dict[str, torch.Tensor]) -> None:

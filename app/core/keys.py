@@ -5,6 +5,8 @@ Keys start with `users/{user_id}/`, so everything a user owns is one prefix:
     users/{user}/subjects/{subject}/photos/{photo}/{original|crop|thumb}.{ext}
     users/{user}/trainings/{training}/{cache|checkpoints}/...   (only for resuming a run)
     users/{user}/models/{model}/{lora|lora_kohya}.safetensors
+    users/{user}/generations/{generation}/{input.<ext>|output-NN.<ext>|contact_sheet.jpg}
+    users/{user}/files/{file}/content
 """
 
 from __future__ import annotations
@@ -41,3 +43,11 @@ def training_prefix(user_id: uuid.UUID, training_id: uuid.UUID) -> str:
 
 def model_prefix(user_id: uuid.UUID, model_id: uuid.UUID) -> str:
     return f"{user_prefix(user_id)}models/{model_id}/"
+
+
+def generation_prefix(user_id: uuid.UUID, generation_id: uuid.UUID) -> str:
+    return f"{user_prefix(user_id)}generations/{generation_id}/"
+
+
+def file_key(user_id: uuid.UUID, file_id: uuid.UUID) -> str:
+    return f"{user_prefix(user_id)}files/{file_id}/content"

@@ -51,6 +51,10 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_wrapper)
         finally:
             route = scope.get("route")
-            name = getattr(route, "path", None) or "unmatched"
+            # A mounted sub-application (/replicate) matches its own paths: put its mount point back in front.
+            root = scope.get("root_path", "")
+            mount = root[len(scope.get("app_root_path", root)) :]
+            path = getattr(route, "path", None)
+            name = mount + path if path else "unmatched"
             REQUESTS.labels(scope["method"], name, str(status)).inc()
             LATENCY.labels(scope["method"], name).observe(time.perf_counter() - start)

@@ -27,6 +27,7 @@ GPU_QUEUE = "gpu"
 # Task names the API enqueues; the worker registers functions under the same names.
 ANALYZE_PHOTO = "photos.analyze"
 TRAIN_MODEL = "training.run"
+GENERATE = "generation.run"
 SWEEP = "housekeeping.sweep"
 
 TASK_ROUTES = {

@@ -98,9 +98,39 @@ class Settings(BaseSettings):
     # set (a service on a private network); cloud metadata addresses are refused always.
     webhook_allow_private_targets: bool = False
 
+    # Generation. The GPU worker keeps up to generation_max_bases base models loaded (within
+    # generation_budget_gib of GPU memory, default 85% of the card) and swaps LoRAs on them.
+    generation_max_bases: int = Field(default=2, ge=1)
+    generation_budget_gib: float | None = Field(default=None, gt=0)
+    generation_lease_s: float = Field(default=60.0, gt=0)
+    # `Prefer: wait` holds the request at most this long (Replicate's limit is 60 s).
+    generation_max_wait_s: float = Field(default=60.0, ge=0)
+    # The prompt policy, checked before any GPU work: these models depict real people. The default
+    # terms refuse sexual content and minors; operators add terms and regular expressions of their own.
+    prompt_policy_defaults: bool = True
+    prompt_deny_terms: list[str] = Field(default_factory=list)
+    prompt_deny_patterns: list[str] = Field(default_factory=list)
+    # Files uploaded as inputs (LoRAs, start images, zips of photos), and LoRAs fetched by URL.
+    max_input_file_bytes: int = Field(default=2048 * MiB, ge=1)
+    lora_fetch_timeout_s: float = Field(default=300.0, gt=0)
+    # LoRA URLs on loopback or private networks are refused unless this is set (as for webhooks).
+    lora_allow_private_urls: bool = False
+
     @property
     def resolved_models_dir(self) -> Path:
         return self.models_dir or self.data_dir / "models"
+
+    @field_validator("prompt_deny_patterns")
+    @classmethod
+    def _patterns_compile(cls, value: list[str]) -> list[str]:
+        import re
+
+        for pattern in value:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"prompt_deny_patterns: {pattern!r} is not a regular expression: {exc}") from None
+        return value
 
     @field_validator("data_dir")
     @classmethod

@@ -40,3 +40,9 @@ def committed(session: Session) -> None:
 def rolled_back(session: Session) -> None:
     """Run the after-rollback hooks and forget the commit ones."""
     _run(session, _ROLLBACK)
+
+
+def commit_now(session: Session) -> None:
+    """Commit before the request ends (e.g. to wait for a worker) and run the after-commit hooks."""
+    session.commit()
+    committed(session)

@@ -93,48 +93,58 @@ class TargetRefused(ValueError):
 Resolver = Callable[..., list[tuple[Any, ...]]]
 
 
-def check_target(url: str, *, allow_private: bool, resolve: Resolver = socket.getaddrinfo) -> list[str]:
+def check_target(
+    url: str,
+    *,
+    allow_private: bool,
+    resolve: Resolver = socket.getaddrinfo,
+    label: str = "webhook_url",
+    allow_hint: str | None = None,
+) -> list[str]:
     """Refuse URLs that would reach this host, its private network or a cloud metadata service.
 
     Every resolved address must be public, since a client may connect to any of them. `allow_private` lets
     loopback and private addresses through, never a cloud metadata service. Returns the addresses, for the
     client to connect to without resolving the host again (which DNS rebinding could answer differently).
+    `label` names the field in the reasons, `allow_hint` the setting that lets private targets through.
     """
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as e:
-        raise TargetRefused(f"webhook_url is not a valid URL ({e}); use e.g. https://example.com/hooks") from None
+        raise TargetRefused(f"{label} is not a valid URL ({e}); use e.g. https://example.com/hooks") from None
     scheme = parts.scheme.lower()
     if scheme not in DEFAULT_PORTS:
-        raise TargetRefused(f"webhook_url must start with http:// or https://, not {scheme or 'nothing'}://")
+        raise TargetRefused(f"{label} must start with http:// or https://, not {scheme or 'nothing'}://")
     host = (parts.hostname or "").rstrip(".")
     if not host:
-        raise TargetRefused("webhook_url has no host name; use e.g. https://example.com/hooks")
+        raise TargetRefused(f"{label} has no host name; use e.g. https://example.com/hooks")
     port = port or DEFAULT_PORTS[scheme]
 
     if host in METADATA_HOSTS:
-        raise TargetRefused(f"webhook_url names {host}, a cloud metadata service; {METADATA_ADVICE}")
+        raise TargetRefused(f"{label} names {host}, a cloud metadata service; {METADATA_ADVICE}")
 
-    addresses = [host] if _parse_ip(host) is not None else _resolve(host, port, resolve)
+    addresses = [host] if _parse_ip(host) is not None else _resolve(host, port, resolve, label)
     for address in addresses:
         ip = _parse_ip(address)
         if ip is not None and _is_metadata(ip):
-            raise TargetRefused(f"webhook_url resolves to {address}, {METADATA_KIND}; {METADATA_ADVICE}")
+            raise TargetRefused(f"{label} resolves to {address}, {METADATA_KIND}; {METADATA_ADVICE}")
         kind = None if allow_private else _non_public_kind(ip)
         if kind:
-            raise TargetRefused(f"webhook_url resolves to {address}, {kind}; use a public address {ALLOW_PRIVATE_HINT}")
+            raise TargetRefused(
+                f"{label} resolves to {address}, {kind}; use a public address {allow_hint or ALLOW_PRIVATE_HINT}"
+            )
     return addresses
 
 
-def _resolve(host: str, port: int, resolve: Resolver) -> list[str]:
+def _resolve(host: str, port: int, resolve: Resolver, label: str) -> list[str]:
     try:
         infos = resolve(host, port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError):
         infos = []
     addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
     if not addresses:
-        raise TargetRefused(f"webhook_url host {host} does not resolve; check the spelling and its DNS records")
+        raise TargetRefused(f"{label} host {host} does not resolve; check the spelling and its DNS records")
     return addresses
 
 

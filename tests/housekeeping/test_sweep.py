@@ -17,29 +17,14 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.core import queue
-from app.core.db import session_factory, session_scope
+from app.core.db import session_scope
 from app.db import Lock, Notification, Photo, Training
 from app.db.base import utcnow
 from tests.helpers import wait_for
+from tests.housekeeping.conftest import Sent
 from worker.analysis.tasks import analyze_photo
 from worker.housekeeping.sweep import LOCK_NAME, acquire, release, sweep
 from worker.training.tasks import _claim
-
-Sent = list[tuple[str, tuple[str, ...]]]
-
-
-@pytest.fixture
-def sent(monkeypatch: pytest.MonkeyPatch) -> Sent:
-    """Every message sent during the test, captured instead of reaching the broker."""
-    messages: Sent = []
-    monkeypatch.setattr(queue, "send", lambda name, *args: messages.append((name, args)))
-    return messages
-
-
-@pytest.fixture
-def sessions(settings: Any) -> sessionmaker[Session]:
-    return session_factory(settings)
 
 
 def _sweep(sessions: sessionmaker[Session], settings: Any, now: datetime) -> dict[str, dict[str, int]]:

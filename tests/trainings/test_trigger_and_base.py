@@ -52,15 +52,15 @@ def test_generated_word_fits_the_budget_when_one_can() -> None:
 def test_full_size_model_without_a_gpu_is_refused_in_embedded_mode(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from app.trainings.service import _check_runnable
+    from app.trainings.service import check_runnable
 
     monkeypatch.setattr(catalog, "gpu_present", lambda: False)
     embedded = Settings(data_dir=tmp_path, broker_url=None)  # whatever the environment says
     with pytest.raises(Unprocessable) as refused:
-        _check_runnable(catalog.resolve("sdxl"), embedded)
+        check_runnable(catalog.resolve("sdxl"), embedded)
     assert refused.value.code == "gpu_required" and "tiny-sd15" in refused.value.hint
-    _check_runnable(catalog.resolve("tiny-sdxl"), embedded)  # test models run anywhere
+    check_runnable(catalog.resolve("tiny-sdxl"), embedded)  # test models run anywhere
     # With a broker, workers run elsewhere and may have GPUs: the API cannot know, so it queues.
-    _check_runnable(catalog.resolve("sdxl"), Settings(data_dir=tmp_path, broker_url="redis://127.0.0.1:6379/0"))
+    check_runnable(catalog.resolve("sdxl"), Settings(data_dir=tmp_path, broker_url="redis://127.0.0.1:6379/0"))
     monkeypatch.setattr(catalog, "gpu_present", lambda: True)
-    _check_runnable(catalog.resolve("sdxl"), embedded)
+    check_runnable(catalog.resolve("sdxl"), embedded)

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from app.generations.params import with_trigger
+
 SUBJECT, BLEED = "subject", "bleed"
 FIRST_SEED = 1000
 
@@ -35,19 +37,12 @@ class PromptSpec:
     seed: int
 
 
-def with_trigger(prompt: str, trigger: str, class_word: str) -> str:
-    """A user's prompt with the trigger word, put in front when it is missing."""
-    if trigger.lower() in prompt.lower():
-        return prompt
-    return f"{trigger} {class_word}, {prompt}"
-
-
 def prompt_set(trigger: str, class_word: str, validation_prompts: Sequence[str] = ()) -> list[PromptSpec]:
     """Every prompt a checkpoint is sampled with, in contact-sheet order."""
     words = {"trigger": trigger, "class_word": class_word}
     specs = [PromptSpec(label, text.format(**words), SUBJECT, 0) for label, text in SUBJECT_PROMPTS]
     specs += [
-        PromptSpec(f"yours {i + 1}", with_trigger(p, trigger, class_word), SUBJECT, 0)
+        PromptSpec(f"yours {i + 1}", with_trigger(p, trigger, class_word)[0], SUBJECT, 0)
         for i, p in enumerate(validation_prompts)
     ]
     specs += [PromptSpec(label, text.format(**words), BLEED, 0) for label, text in BLEED_PROMPTS]

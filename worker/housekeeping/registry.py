@@ -20,7 +20,12 @@ from sqlalchemy.orm import Session
 from app.core.settings import Settings
 
 # Each module registers its rules when imported.
-RULE_MODULES = ("worker.analysis.recovery", "worker.training.recovery", "worker.notify.recovery")
+RULE_MODULES = (
+    "worker.analysis.recovery",
+    "worker.training.recovery",
+    "worker.generation.recovery",
+    "worker.notify.recovery",
+)
 
 
 # `dispatched_at` of a job known to have no message on its way (handed back by a worker that

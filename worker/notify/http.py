@@ -1,4 +1,4 @@
-"""One webhook POST over http.client: no redirects, a bounded read, and failures as short sentences.
+"""One webhook POST (or a LoRA download) over http.client: no redirects, a bounded read, failures as short sentences.
 
 Redirects are not followed because the target was vetted (app.notify.webhooks.check_target) and a Location
 header could point anywhere; the status is recorded instead. For the same reason the connection goes to the
@@ -53,6 +53,25 @@ def post(
     resolving the host again; the Host header, TLS SNI and certificate check still use the URL's host name.
     Only the DNS lookup done without `addresses` is outside the deadline.
     """
+    status, data = _exchange("POST", url, body, headers, timeout, addresses, MAX_READ)
+    return HttpAnswer(status=status, excerpt=_excerpt(data))
+
+
+def get(url: str, *, timeout: float, max_bytes: int, addresses: Sequence[str] | None = None) -> tuple[int, bytes]:
+    """GET `url` under the same rules as `post` (pinned addresses, one deadline, no redirects followed):
+    the status and at most `max_bytes` + 1 bytes of the body, so a caller can tell a body was too long."""
+    return _exchange("GET", url, None, {"User-Agent": "lookalike"}, timeout, addresses, max_bytes + 1)
+
+
+def _exchange(
+    method: str,
+    url: str,
+    body: bytes | None,
+    headers: dict[str, str],
+    timeout: float,
+    addresses: Sequence[str] | None,
+    limit: int,
+) -> tuple[int, bytes]:
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     try:
@@ -72,10 +91,10 @@ def post(
     else:
         conn = _PinnedHTTPConnection(parts.hostname, port, addresses, deadline)
     try:
-        conn.request("POST", path, body=body, headers=headers)
+        conn.request(method, path, body=body, headers=headers)
         with conn.getresponse() as response:
-            data = response.read(MAX_READ)
-        return HttpAnswer(status=response.status, excerpt=_excerpt(data))
+            data = response.read(limit)
+        return response.status, data
     except TimeoutError:
         raise HttpFailure(f"timed out after {timeout:g} s") from None
     except ssl.SSLCertVerificationError as e:

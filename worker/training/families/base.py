@@ -3,6 +3,7 @@ its export names and its memory budget."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 from abc import ABC, abstractmethod
@@ -101,6 +102,7 @@ class Family(ABC):
         self.pipe, self.device, self.dtype = pipe, device, dtype
         self.vae = pipe.vae
         self.denoiser: torch.nn.Module = getattr(pipe, self.denoiser_name)
+        self._img2img: Any = None  # see img2img_pipe
 
     # --- loading ---------------------------------------------------------------------------------
 
@@ -144,9 +146,10 @@ class Family(ABC):
 
     def release_text_encoders(self) -> None:
         """Drop the text encoders once every caption is encoded: their memory goes to training."""
-        for name in ("text_encoder", "text_encoder_2"):
-            if getattr(self.pipe, name, None) is not None:
-                setattr(self.pipe, name, None)
+        for pipe in (self.pipe, self._img2img):
+            for name in ("text_encoder", "text_encoder_2"):
+                if getattr(pipe, name, None) is not None:
+                    setattr(pipe, name, None)
 
     @property
     def vae_fp32(self) -> bool:
@@ -179,22 +182,51 @@ class Family(ABC):
 
     @torch.no_grad()
     def render(
-        self, cond: Cond, negative: Cond | None, *, seed: int, width: int, height: int, steps: int, guidance: float
+        self,
+        cond: Cond,
+        negative: Cond | None,
+        *,
+        seed: int,
+        width: int,
+        height: int,
+        steps: int,
+        guidance: float,
+        image: Image.Image | None = None,
+        strength: float = 0.8,
     ) -> Image.Image:
         """One image with whatever LoRA the denoiser holds now; a CPU generator, so a seed means the
-        same noise on any device."""
+        same noise on any device. With `image`, image-to-image from it (resized to width x height),
+        `strength` being how much of it is noised away (1.0: all of it)."""
         generator = torch.Generator(device="cpu").manual_seed(seed)
         self.denoiser.eval()
+        args: dict[str, Any] = {
+            **self.pipe_inputs(cond, negative, guidance),
+            "num_inference_steps": steps,
+            "width": width,
+            "height": height,
+            "generator": generator,
+            "output_type": "pil",
+        }
+        pipe = self.pipe
+        if image is not None:
+            pipe = self.img2img_pipe()
+            args |= {"image": image.convert("RGB").resize((width, height), Image.Resampling.LANCZOS)}
+            args |= {"strength": strength}
+            # SD's and SDXL's img2img take their size from the image and refuse width/height.
+            accepted = inspect.signature(pipe.__call__).parameters
+            args = {k: v for k, v in args.items() if k in accepted}
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
-            out = self.pipe(
-                **self.pipe_inputs(cond, negative, guidance),
-                num_inference_steps=steps,
-                width=width,
-                height=height,
-                generator=generator,
-                output_type="pil",
-            )
+            out = pipe(**args)
         return out.images[0]
+
+    def img2img_pipe(self) -> Any:
+        """The image-to-image pipeline over the same loaded components (and LoRA adapters), built once."""
+        if self._img2img is None:
+            from diffusers import AutoPipelineForImage2Image
+
+            self._img2img = AutoPipelineForImage2Image.from_pipe(self.pipe)
+            self._img2img.set_progress_bar_config(disable=True)
+        return self._img2img
 
     def scale_latents(self, sample: torch.Tensor) -> torch.Tensor:
         config = self.vae.config

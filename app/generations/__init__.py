@@ -1,0 +1,1 @@
+"""Generating images with trained LoRAs: requests, the prompt policy, and their records."""

@@ -1,0 +1,137 @@
+"""Request and response bodies for /v1/generations."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from app.generations.params import (
+    ASPECT_RATIOS,
+    DEFAULT_LORA_SCALE,
+    DEFAULT_PROMPT_STRENGTH,
+    MAX_OUTPUTS,
+    MAX_SIDE,
+    MIN_SIDE,
+    SWEEP_SCALES,
+)
+
+AspectRatio = Literal["1:1", "2:3", "3:2", "4:5", "5:4", "9:16", "16:9"]
+assert set(AspectRatio.__args__) == set(ASPECT_RATIOS)  # noqa: S101 - one list, spelled twice for the schema
+
+
+class LoraRef(BaseModel):
+    """One LoRA: one of your models, a file you uploaded (POST /v1/files), or a .safetensors URL."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_id: uuid.UUID | None = None
+    file_id: uuid.UUID | None = None
+    url: str | None = Field(default=None, max_length=2048, description="an https URL of a .safetensors LoRA")
+    scale: float | None = Field(default=None, ge=-2.0, le=2.0, description="default: lora_scale")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> LoraRef:
+        given = [x for x in (self.model_id, self.file_id, self.url) if x is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of model_id, file_id or url")
+        return self
+
+
+class Sweep(BaseModel):
+    """A LoRA-strength sweep of the first LoRA: one image per scale, same prompt and seed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    scales: list[float] = Field(default=list(SWEEP_SCALES), min_length=2, max_length=16)
+
+    @model_validator(mode="after")
+    def _range(self) -> Sweep:
+        if any(not -2.0 <= s <= 2.0 for s in self.scales):
+            raise ValueError("scales must be between -2 and 2")
+        return self
+
+
+class Matrix(BaseModel):
+    """A prompt matrix: `{name}` in the prompt replaced by each value, same seed (e.g. ages 20 to 80)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,31}$", description="the placeholder, used as {name}")
+    values: list[str] = Field(min_length=2, max_length=16)
+
+    @model_validator(mode="after")
+    def _values(self) -> Matrix:
+        if any(not v.strip() or len(v) > 200 for v in self.values):
+            raise ValueError("each value must be 1-200 characters")
+        return self
+
+
+class GenerationCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model_id: uuid.UUID | None = Field(default=None, description="one of your models (or use `loras`)")
+    loras: list[LoraRef] = Field(default_factory=list, max_length=4, description="several LoRAs, applied together")
+    base_model: str | None = Field(
+        default=None, max_length=300, description="default: the first model's base (required with only files/URLs)"
+    )
+    prompt: str = Field(min_length=1, max_length=2000, description="the trigger word is put in front when missing")
+    negative_prompt: str | None = Field(default=None, max_length=2000, description="ignored by FLUX (no CFG pass)")
+    num_outputs: int = Field(default=1, ge=1, le=MAX_OUTPUTS)
+    seed: int | None = Field(default=None, ge=0, le=2**32 - 1, description="random when omitted; output i uses seed+i")
+    width: int | None = Field(default=None, ge=MIN_SIDE, le=MAX_SIDE)
+    height: int | None = Field(default=None, ge=MIN_SIDE, le=MAX_SIDE)
+    aspect_ratio: AspectRatio | None = Field(default=None, description="at the family's native area; default 1:1")
+    num_inference_steps: int | None = Field(default=None, ge=1, le=100)
+    guidance_scale: float | None = Field(default=None, ge=0.0, le=30.0)
+    lora_scale: float = Field(default=DEFAULT_LORA_SCALE, ge=-2.0, le=2.0)
+    image: str | None = Field(default=None, description="img2img start image: a photo id or a file id")
+    prompt_strength: float = Field(default=DEFAULT_PROMPT_STRENGTH, gt=0.0, le=1.0, description="1.0 ignores image")
+    output_format: Literal["png", "jpg", "webp"] = "webp"
+    output_quality: int = Field(default=90, ge=1, le=100, description="jpg and webp")
+    sweep: Sweep | None = Field(default=None, description="a LoRA-strength sweep of the first LoRA")
+    matrix: Matrix | None = Field(default=None, description="a prompt matrix")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> GenerationCreate:
+        if self.model_id is None and not self.loras:
+            raise ValueError("give model_id or at least one entry in loras")
+        if self.sweep is not None and self.matrix is not None:
+            raise ValueError("give sweep or matrix, not both")
+        if self.width is not None and self.height is not None and self.aspect_ratio is not None:
+            raise ValueError("give width and height, or aspect_ratio, not all three")
+        if self.matrix is not None and "{" + self.matrix.name + "}" not in self.prompt:
+            raise ValueError(f"the prompt must contain {{{self.matrix.name}}} for the matrix")
+        return self
+
+
+class OutputRead(BaseModel):
+    url: str
+    content_type: str
+    seed: int
+    label: str | None = Field(description="the sweep's scale or the matrix value")
+    lora_scale: float | None = None
+    prompt: str
+
+
+class GenerationRead(BaseModel):
+    id: uuid.UUID
+    status: str = Field(description="queued | running | succeeded | failed | canceled")
+    model_id: uuid.UUID | None
+    kind: str = Field(description="images | sweep | matrix")
+    base_model: str
+    family: str
+    prompt: str = Field(description="the prompt used, trigger word included")
+    trigger_word_inserted: bool
+    settings: dict[str, Any]
+    loras: list[dict[str, Any]]
+    outputs: list[OutputRead]
+    contact_sheet_url: str | None
+    error: dict[str, Any] | None
+    metrics: dict[str, Any]
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    notice: str | None = None
