@@ -18,10 +18,14 @@ from app.core.metrics import MetricsMiddleware
 from app.core.queue import make_celery
 from app.core.settings import Settings, get_settings
 from app.core.storage import get_storage
+from app.files.router import router as files_router
+from app.generations.router import models_router as model_images_router
+from app.generations.router import router as generations_router
 from app.health.router import router as health_router
 from app.models.router import router as models_router
 from app.photos.ingest import allow_pillow_pixels
 from app.photos.router import router as photos_router
+from app.replicate.app import create_replicate_app
 from app.subjects.router import router as subjects_router
 from app.trainings.router import router as trainings_router
 from app.users.router import router as users_router
@@ -60,6 +64,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(MetricsMiddleware)
-    for router in (health_router, users_router, subjects_router, photos_router, trainings_router, models_router):
+    routers = (
+        health_router,
+        users_router,
+        subjects_router,
+        photos_router,
+        trainings_router,
+        models_router,
+        model_images_router,
+        generations_router,
+        files_router,
+    )
+    for router in routers:
         app.include_router(router)
+    app.mount("/replicate", create_replicate_app(app.state))
     return app

@@ -20,6 +20,7 @@ TRAINING_KNOBS = (
     "batch_size",
     "face_weight",
     "gradient_checkpointing",
+    "autocaption",
 )
 
 
@@ -34,10 +35,14 @@ def resolve_params(
     batch_size: int | None = None,
     face_weight: float | None = None,
     gradient_checkpointing: bool | None = None,
+    autocaption: bool | None = None,
 ) -> dict[str, Any]:
-    """Each knob as given, else the base model's default; a random seed when none is given."""
+    """Each knob as given, else the base model's default; a random seed when none is given.
+
+    `autocaption` is kept only when given (false: no automatic captions), so older rows read the same.
+    """
     d = base.defaults
-    return {
+    params = {
         "steps": steps or d.steps,
         "learning_rate": learning_rate or d.learning_rate,
         "rank": rank or d.rank,
@@ -51,6 +56,9 @@ def resolve_params(
         else d.gradient_checkpointing,
         "source": base.source,
     }
+    if autocaption is not None:
+        params["autocaption"] = autocaption
+    return params
 
 
 def public_params(params: dict[str, Any]) -> dict[str, Any]:

@@ -28,6 +28,11 @@ class TrainingCreate(BaseModel):
     batch_size: int | None = Field(default=None, ge=1, le=16)
     face_weight: float | None = Field(default=None, ge=1.0, le=10.0, description="1.0 turns face weighting off")
     gradient_checkpointing: bool | None = None
+    autocaption: bool | None = Field(
+        default=None,
+        description="false: train only with your .txt captions (else the trigger word and class word), "
+        "not the analysis' automatic captions",
+    )
     validation_prompts: list[str] = Field(default_factory=list, max_length=10)
     webhook_url: AnyHttpUrl | None = None
     webhook_events: list[str] = Field(

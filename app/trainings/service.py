@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, selectinload
 from app.core.errors import Conflict, NotFound, Unprocessable
 from app.core.queue import TRAIN_MODEL, enqueue
 from app.core.settings import Settings
-from app.db import ACTIVE_TRAINING, Notification, Training, TrainingStatus, User
+from app.db import ACTIVE_TRAINING, Notification, Subject, Training, TrainingStatus, User
 from app.db.base import utcnow
 from app.notify import outbox
 from app.notify.webhooks import TargetRefused, check_target
@@ -33,8 +33,27 @@ def lock_user(session: Session, user_id: uuid.UUID) -> None:
 def create_training(session: Session, *, user: User, data: TrainingCreate, settings: Settings) -> Training:
     """Validate the request against the subject and base model, then queue the job."""
     subject = get_subject(session, user=user, subject_id=data.subject_id)
-    base = _base_model(data.base_model or catalog.default_base_model(settings.default_base_model))
-    _check_runnable(base, settings)
+    training = build_training(session, user=user, subject=subject, data=data, settings=settings)
+    enqueue(session, TRAIN_MODEL, str(training.id))
+    return training
+
+
+def build_training(
+    session: Session,
+    *,
+    user: User,
+    subject: Subject,
+    data: TrainingCreate,
+    settings: Settings,
+    awaiting_photos: bool = False,
+) -> Training:
+    """Check the request and add the queued Training row, without sending it to a worker.
+
+    With `awaiting_photos` the subject's photos are still being analysed: their readiness is
+    checked when the analysis ends (`app.trainings.start`), which sends the job or fails it.
+    """
+    base = base_model_named(data.base_model or catalog.default_base_model(settings.default_base_model))
+    check_runnable(base, settings)
     if data.webhook_url is not None:
         _check_webhook(str(data.webhook_url), user, settings)
     lock_user(session, user.id)
@@ -48,14 +67,15 @@ def create_training(session: Session, *, user: User, data: TrainingCreate, setti
             hint="Wait for it to finish, or cancel it with POST /v1/trainings/{id}/cancel.",
             details={"training_id": str(active.id)},
         )
-    report = build_report(session, subject=subject, settings=settings)
-    if not report.ready_to_train:
-        raise Unprocessable(
-            "The subject's photos are not ready to train: " + "; ".join(p.message for p in report.problems),
-            code="subject_not_ready",
-            hint="Fix what GET /v1/subjects/{id}/report lists under problems, then try again.",
-            details={"problems": [p.model_dump() for p in report.problems]},
-        )
+    if not awaiting_photos:
+        report = build_report(session, subject=subject, settings=settings)
+        if not report.ready_to_train:
+            raise Unprocessable(
+                "The subject's photos are not ready to train: " + "; ".join(p.message for p in report.problems),
+                code="subject_not_ready",
+                hint="Fix what GET /v1/subjects/{id}/report lists under problems, then try again.",
+                details={"problems": [p.model_dump() for p in report.problems]},
+            )
     taken = set(session.scalars(select(Training.trigger_word).where(Training.user_id == user.id)))
     if data.trigger_word is not None:
         word, generated = data.trigger_word, False
@@ -80,6 +100,7 @@ def create_training(session: Session, *, user: User, data: TrainingCreate, setti
         batch_size=data.batch_size,
         face_weight=data.face_weight,
         gradient_checkpointing=data.gradient_checkpointing,
+        autocaption=data.autocaption,
     )
     training = Training(
         user_id=user.id,
@@ -97,14 +118,14 @@ def create_training(session: Session, *, user: User, data: TrainingCreate, setti
         status=TrainingStatus.queued,
         progress={"step": 0, "total_steps": params["steps"], "percent": 0.0},
         phases={},
+        awaiting_photos=awaiting_photos,
     )
     session.add(training)
     session.flush()
-    enqueue(session, TRAIN_MODEL, str(training.id))
     return training
 
 
-def _check_runnable(base: catalog.BaseModel, settings: Settings) -> None:
+def check_runnable(base: catalog.BaseModel, settings: Settings) -> None:
     """Refuse up front what cannot run: a full-size model with no GPU where the embedded worker runs."""
     # In embedded mode the worker is this machine; in production it is elsewhere and may have one.
     if base.tiny or not settings.is_embedded_broker or catalog.gpu_present():
@@ -132,7 +153,7 @@ def _check_webhook(url: str, user: User, settings: Settings) -> None:
         raise Unprocessable(exc.reason, code="webhook_url_refused", hint="Use a public http(s) URL.") from None
 
 
-def _base_model(name: str) -> catalog.BaseModel:
+def base_model_named(name: str) -> catalog.BaseModel:
     try:
         return catalog.resolve(name)
     except catalog.UnknownBaseModel as exc:

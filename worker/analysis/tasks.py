@@ -32,6 +32,7 @@ from app.db import Photo, PhotoStatus, Subject
 from app.db.base import utcnow
 from app.photos.reasons import REJECTED, reason, verdict
 from app.subjects.review import lock_subject, review_subject
+from app.trainings.start import start_awaiting
 from worker.analysis.pipeline import Analysis, analyze_image
 
 log = logging.getLogger(__name__)
@@ -210,6 +211,11 @@ def review_when_complete(subject_id: uuid.UUID, *, sessions: sessionmaker[Sessio
             return False
         sent_back = review_subject(session, subject_id=subject_id, settings=settings)
         log.info("subject %s reviewed (%d photo(s) sent back for another face)", subject_id, sent_back)
+        if not sent_back:
+            # In the review's transaction: a training that waited for these photos starts (or fails) with it.
+            started = start_awaiting(session, subject_id=subject_id, settings=settings)
+            if started:
+                log.info("subject %s: %d training(s) that waited for its photos handled", subject_id, started)
     return True
 
 

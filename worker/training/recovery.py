@@ -6,6 +6,9 @@
   workers it fails with `worker_lost` instead.
 - `queued`, or running with no lease (handed back by a worker that shut down): sent again once
   it has waited `requeue_after_s` since it was last sent (a message lost on the way).
+- `queued` and awaiting its photos (no message was ever sent): once its subject has no photo
+  pending, the subject is reviewed again, which starts or fails it (`app.trainings.start`); this
+  covers a worker lost between the last analysis and that hook.
 Each write is conditional on the lease the sweep saw, so a worker that renewed it meanwhile,
 or a cancel, always wins.
 """
@@ -14,13 +17,16 @@ from __future__ import annotations
 
 from collections import Counter
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
+from app.core.db import session_factory
 from app.core.queue import TRAIN_MODEL, enqueue
-from app.db import RUNNING_TRAINING, Training, TrainingStatus
+from app.core.tx import after_commit
+from app.db import RUNNING_TRAINING, Photo, PhotoStatus, Training, TrainingStatus
 from app.db.base import utcnow
 from app.notify.outbox import training_ended
+from worker.analysis.tasks import review_when_complete
 from worker.housekeeping.registry import Sweep, rule
 
 
@@ -67,12 +73,14 @@ def recover_trainings(session: Session, sweep: Sweep) -> Counter[str]:
             counts["lost_worker"] += 1
 
     waiting = session.execute(
-        select(Training.id, Training.created_at, Training.dispatched_at, Training.resends).where(
+        select(Training.id, Training.created_at, Training.dispatched_at, Training.resends)
+        .where(
             or_(
                 Training.status == TrainingStatus.queued,
                 Training.status.in_(RUNNING_TRAINING) & Training.worker_token.is_(None),
             )
         )
+        .where(Training.awaiting_photos.is_(False))  # never sent: see _check_awaiting
     ).all()
     for row in waiting:
         if not sweep.due(created=row.created_at, dispatched=row.dispatched_at, resends=row.resends):
@@ -85,4 +93,41 @@ def recover_trainings(session: Session, sweep: Sweep) -> Counter[str]:
         if session.execute(still.values(dispatched_at=sweep.now, resends=Training.resends + 1)).rowcount:
             enqueue(session, TRAIN_MODEL, str(row.id))
             counts["resent"] += 1
+    counts.update(_check_awaiting(session, sweep))
+    return counts
+
+
+def _check_awaiting(session: Session, sweep: Sweep) -> Counter[str]:
+    """Review again the subjects whose photos are all analysed while a training still waits for them."""
+    counts: Counter[str] = Counter()
+    rows = session.execute(
+        select(Training.id, Training.subject_id, Training.created_at, Training.dispatched_at, Training.resends).where(
+            Training.status == TrainingStatus.queued, Training.awaiting_photos.is_(True)
+        )
+    ).all()
+    subjects = set()
+    for row in rows:
+        if not sweep.due(created=row.created_at, dispatched=row.dispatched_at, resends=row.resends):
+            continue
+        pending = session.scalar(
+            select(func.count()).where(Photo.subject_id == row.subject_id, Photo.status == PhotoStatus.pending)
+        )
+        if pending:
+            continue  # the last analysis will run the hook
+        noted = (
+            update(Training)
+            .where(Training.id == row.id, Training.awaiting_photos.is_(True), Training.status == TrainingStatus.queued)
+            .values(dispatched_at=sweep.now, resends=Training.resends + 1)
+        )
+        if session.execute(noted).rowcount:
+            subjects.add(row.subject_id)
+            counts["awaiting_checked"] += 1
+    if subjects:
+        sessions, settings = session_factory(sweep.settings), sweep.settings
+
+        def review() -> None:
+            for subject_id in subjects:
+                review_when_complete(subject_id, sessions=sessions, settings=settings)
+
+        after_commit(session, review)
     return counts

@@ -196,7 +196,8 @@ def _run(
             params=dict(row.params),
             validation_prompts=tuple(row.validation_prompts or ()),
         )
-        photos = _photos(session, storage, subject)
+        photos = _photos(session, storage, subject, autocaption=spec.params.get("autocaption", True))
+        replicate_model_id = row.replicate_model_id
         identity = np.frombuffer(subject.identity, dtype=np.float32) if subject.identity else None
 
     def alive() -> bool:
@@ -258,6 +259,7 @@ def _run(
         files=exported.files | ({"contact_sheet": {"key": exported.sheet_key}} if exported.sheet_key else {}),
         quality=exported.quality,
         samples=exported.samples,
+        replicate_model_id=replicate_model_id,  # a version of the Replicate-style model the training named
     )
     total = int(spec.params["steps"])
     final = _progress_dict(total, total, result.final_loss, 0.0)
@@ -305,8 +307,11 @@ def _mark_phase(row: Training, name: str, at: datetime) -> None:
     row.phases = phases
 
 
-def _photos(session: Session, storage: Storage, subject: Subject) -> list[TrainPhoto]:
-    """The subject's selected photos, in upload order; their images are read when the pipeline frames them."""
+def _photos(session: Session, storage: Storage, subject: Subject, *, autocaption: bool = True) -> list[TrainPhoto]:
+    """The subject's selected photos, in upload order; their images are read when the pipeline frames them.
+
+    Without `autocaption` a photo trains with its own caption (a .txt beside it) or the plain template.
+    """
     rows = session.scalars(
         select(Photo)
         .where(Photo.subject_id == subject.id, Photo.status == PhotoStatus.analyzed, Photo.selected.is_(True))
@@ -325,7 +330,7 @@ def _photos(session: Session, storage: Storage, subject: Subject) -> list[TrainP
             TrainPhoto(
                 key=f"{row.id}:{row.sha256[:12]}",
                 caption=row.caption,
-                auto_caption=row.auto_caption,
+                auto_caption=row.auto_caption if autocaption else None,
                 face_box=row.face_box,
                 crop_box=row.crop_box,
                 crop=(lambda k=crop: storage.get_or_none(k) if k else None),
