@@ -6,16 +6,14 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Request, Response, status
-from pydantic import BaseModel, ConfigDict, Field
 
 from app.core.deps import DB, AppSettings, AppStorage, CurrentUser
 from app.core.errors import AppError, NotFound
 from app.core.pagination import Page, PageParams, next_cursor
 from app.core.storage import ObjectNotFound
-from app.core.tx import commit_now
 from app.generations import service
-from app.generations.params import DEFAULT_LORA_SCALE, DEFAULT_PROMPT_STRENGTH, OUTPUT_FORMATS
-from app.generations.schemas import AspectRatio, GenerationCreate, GenerationRead, LoraRef
+from app.generations.params import OUTPUT_FORMATS
+from app.generations.schemas import GenerationCreate, GenerationRead, ModelImageCreate
 
 router = APIRouter(prefix="/v1/generations", tags=["generations"])
 models_router = APIRouter(prefix="/v1/models", tags=["generations"])
@@ -53,12 +51,11 @@ def _answer(
 ) -> GenerationRead:
     response.headers["Location"] = f"/v1/generations/{generation_id}"
     wait = service.prefer_wait(prefer, settings)
-    if wait is not None:
-        commit_now(session)  # the worker must see the row (and the message leaves) before we wait
-        service.wait_for(request.app.state.session_factory, generation_id, wait)
+    if wait is None:
+        generation = session.get_one(service.Generation, generation_id)
+    else:
+        generation = service.settle(session, request.app.state.session_factory, generation_id, wait)
         response.headers["Preference-Applied"] = f"wait={wait:g}"
-        session.expire_all()
-    generation = session.get_one(service.Generation, generation_id)
     if generation.status not in service.ACTIVE_GENERATION:
         response.status_code = status.HTTP_201_CREATED
     return service.to_read(generation, settings)
@@ -112,27 +109,6 @@ def _image(storage: AppStorage, key: str, media_type: str) -> Response:
     return Response(data, media_type=media_type, headers={"Cache-Control": "private, max-age=3600"})
 
 
-class ModelImageCreate(BaseModel):
-    """One image from one of your models, answered as the image itself."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    prompt: str = Field(min_length=1, max_length=2000)
-    negative_prompt: str | None = Field(default=None, max_length=2000)
-    seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
-    width: int | None = Field(default=None, ge=64, le=2048)
-    height: int | None = Field(default=None, ge=64, le=2048)
-    aspect_ratio: AspectRatio | None = None
-    num_inference_steps: int | None = Field(default=None, ge=1, le=100)
-    guidance_scale: float | None = Field(default=None, ge=0.0, le=30.0)
-    lora_scale: float = Field(default=DEFAULT_LORA_SCALE, ge=-2.0, le=2.0)
-    loras: list[LoraRef] = Field(default_factory=list, max_length=3, description="more LoRAs, e.g. a style")
-    image: str | None = None
-    prompt_strength: float = Field(default=DEFAULT_PROMPT_STRENGTH, gt=0.0, le=1.0)
-    output_format: str = Field(default="png", pattern="^(png|jpg|webp)$")
-    output_quality: int = Field(default=90, ge=1, le=100)
-
-
 @models_router.post("/{model_id}/image", response_class=Response, responses=IMAGES)
 def model_image(
     model_id: uuid.UUID,
@@ -146,10 +122,8 @@ def model_image(
     """Generate one image and answer it directly, with its media type (waits up to the server's limit)."""
     create = GenerationCreate(model_id=model_id, num_outputs=1, **data.model_dump())
     generation = service.create_generation(session, user=user, data=create, settings=settings, storage=storage)
-    commit_now(session)
-    service.wait_for(request.app.state.session_factory, generation.id, settings.generation_max_wait_s)
-    session.expire_all()
-    generation = session.get_one(service.Generation, generation.id)
+    factory = request.app.state.session_factory
+    generation = service.settle(session, factory, generation.id, settings.generation_max_wait_s)
     headers = {"X-Generation-Id": str(generation.id), "Location": f"/v1/generations/{generation.id}"}
     if generation.status == "succeeded":
         out = generation.outputs[0]

@@ -69,17 +69,14 @@ class Matrix(BaseModel):
         return self
 
 
-class GenerationCreate(BaseModel):
+class ImageOptions(BaseModel):
+    """What one image is made with: the options shared by a generation and `POST /v1/models/{id}/image`."""
+
     model_config = ConfigDict(extra="forbid")
 
-    model_id: uuid.UUID | None = Field(default=None, description="one of your models (or use `loras`)")
     loras: list[LoraRef] = Field(default_factory=list, max_length=4, description="several LoRAs, applied together")
-    base_model: str | None = Field(
-        default=None, max_length=300, description="default: the first model's base (required with only files/URLs)"
-    )
     prompt: str = Field(min_length=1, max_length=2000, description="the trigger word is put in front when missing")
     negative_prompt: str | None = Field(default=None, max_length=2000, description="ignored by FLUX (no CFG pass)")
-    num_outputs: int = Field(default=1, ge=1, le=MAX_OUTPUTS)
     seed: int | None = Field(default=None, ge=0, le=2**32 - 1, description="random when omitted; output i uses seed+i")
     width: int | None = Field(default=None, ge=MIN_SIDE, le=MAX_SIDE)
     height: int | None = Field(default=None, ge=MIN_SIDE, le=MAX_SIDE)
@@ -91,6 +88,20 @@ class GenerationCreate(BaseModel):
     prompt_strength: float = Field(default=DEFAULT_PROMPT_STRENGTH, gt=0.0, le=1.0, description="1.0 ignores image")
     output_format: Literal["png", "jpg", "webp"] = "webp"
     output_quality: int = Field(default=90, ge=1, le=100, description="jpg and webp")
+
+    @model_validator(mode="after")
+    def _size(self) -> ImageOptions:
+        if self.width is not None and self.height is not None and self.aspect_ratio is not None:
+            raise ValueError("give width and height, or aspect_ratio, not all three")
+        return self
+
+
+class GenerationCreate(ImageOptions):
+    model_id: uuid.UUID | None = Field(default=None, description="one of your models (or use `loras`)")
+    base_model: str | None = Field(
+        default=None, max_length=300, description="default: the first model's base (required with only files/URLs)"
+    )
+    num_outputs: int = Field(default=1, ge=1, le=MAX_OUTPUTS)
     sweep: Sweep | None = Field(default=None, description="a LoRA-strength sweep of the first LoRA")
     matrix: Matrix | None = Field(default=None, description="a prompt matrix")
 
@@ -100,11 +111,16 @@ class GenerationCreate(BaseModel):
             raise ValueError("give model_id or at least one entry in loras")
         if self.sweep is not None and self.matrix is not None:
             raise ValueError("give sweep or matrix, not both")
-        if self.width is not None and self.height is not None and self.aspect_ratio is not None:
-            raise ValueError("give width and height, or aspect_ratio, not all three")
         if self.matrix is not None and "{" + self.matrix.name + "}" not in self.prompt:
             raise ValueError(f"the prompt must contain {{{self.matrix.name}}} for the matrix")
         return self
+
+
+class ModelImageCreate(ImageOptions):
+    """One image from one of your models (plus up to three more LoRAs), answered as the image itself."""
+
+    loras: list[LoraRef] = Field(default_factory=list, max_length=3, description="more LoRAs, e.g. a style")
+    output_format: Literal["png", "jpg", "webp"] = "png"
 
 
 class OutputRead(BaseModel):

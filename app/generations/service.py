@@ -22,7 +22,7 @@ from app.core.pagination import keyset
 from app.core.queue import GENERATE, enqueue
 from app.core.settings import Settings
 from app.core.storage import Storage
-from app.core.tx import after_rollback
+from app.core.tx import after_rollback, commit_now
 from app.db import ACTIVE_GENERATION, FINISHED_GENERATION, Generation, GenerationStatus, Model, Photo, Subject, User
 from app.db.base import utcnow
 from app.files.service import get_file
@@ -279,6 +279,17 @@ def wait_for(sessions: sessionmaker[Session], generation_id: uuid.UUID, seconds:
             return
         time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
         delay = min(delay * 1.5, 0.25)
+
+
+def settle(session: Session, sessions: sessionmaker[Session], generation_id: uuid.UUID, seconds: float) -> Generation:
+    """Commit now, wait up to `seconds` for the generation to finish, and read it again: `Prefer: wait`.
+
+    The one place a service commits: the worker must see the row, and its message must leave, before we wait.
+    """
+    commit_now(session)
+    wait_for(sessions, generation_id, seconds)
+    session.expire_all()
+    return session.get_one(Generation, generation_id)
 
 
 def prefer_wait(header: str | None, settings: Settings) -> float | None:

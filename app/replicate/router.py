@@ -14,7 +14,6 @@ from app.core.auth import authenticate
 from app.core.deps import DB, AppSettings, AppStorage
 from app.core.errors import NotFound, Unprocessable
 from app.core.storage import ObjectNotFound
-from app.core.tx import commit_now
 from app.db import ACTIVE_GENERATION, Generation, Model, ReplicateModel, UploadedFile, User
 from app.files import service as files
 from app.generations import service as generations
@@ -214,13 +213,12 @@ def _predict(
     generation = predictions.create_prediction(ctx, model=model, row=row, input=body.input, data_uris=data_uris)
     generation_id = generation.id
     response.headers["Location"] = ctx.api_url(f"/v1/predictions/{generation_id.hex}")
-    if wait is not None:
-        commit_now(ctx.session)  # the worker must see the row (and the message leaves) before we wait
+    if wait is None:
+        generation = ctx.session.get_one(Generation, generation_id)
+    else:
         hold = wait - min(WAIT_MARGIN_S, wait / 2)
-        generations.wait_for(request.app.state.session_factory, generation_id, hold)
+        generation = generations.settle(ctx.session, request.app.state.session_factory, generation_id, hold)
         response.headers["Preference-Applied"] = f"wait={wait:g}"
-        ctx.session.expire_all()
-    generation = ctx.session.get_one(Generation, generation_id)
     waited_out = wait is not None and generation.status in ACTIVE_GENERATION
     return predictions.to_read(ctx, generation, predictions.version_names(ctx, [generation]), waited=waited_out)
 

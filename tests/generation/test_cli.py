@@ -77,6 +77,13 @@ def test_a_lora_of_another_family_exits_2(run, tmp_path: Path, make_lora: LoraMa
     assert result.exit_code == 1 and "--base-model" in result.output
 
 
+def test_a_refused_prompt_exits_before_any_image(run, tmp_path: Path, make_lora: LoraMaker) -> None:  # noqa: ANN001
+    lora = _file(tmp_path, make_lora, "sd15")
+    result = run("--lora", lora, "--prompt", "zorvek, nude", "--out", str(tmp_path / "out"))
+    assert result.exit_code == 1 and "sexual content" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()
+
+
 def test_generate_files_with_two_loras(tmp_path: Path, models_dir: Path, make_lora: LoraMaker) -> None:
     engine = Engine(models_dir=models_dir, device="cpu")
     settings = Settings(data_dir=tmp_path / "data", models_dir=models_dir)

@@ -18,17 +18,19 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from PIL import Image
 
+from app.core.settings import Settings
 from app.generations.params import snap
 from app.trainings import catalog
 from worker.generation.adapters import Adapters, LoraSource, family_label
 from worker.generation.errors import GenerationError
 from worker.training.families import Family, ModelLoadError, family_class
 from worker.training.families.base import Cond
+from worker.training.presets import local_source
+from worker.training.trainer import pick_dtype
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +85,7 @@ class Engine:
     ) -> None:
         self.models_dir = Path(models_dir)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.dtype = _dtype_for(self.device)
+        self.dtype = pick_dtype(self.device)
         if budget_bytes is None and self.device.type == "cuda":
             budget_bytes = int(CUDA_BUDGET * torch.cuda.get_device_properties(self.device).total_memory)
         self.max_bases, self.budget_bytes, self.max_adapters = max(1, max_bases), budget_bytes, max_adapters
@@ -123,7 +125,7 @@ class Engine:
         except torch.cuda.OutOfMemoryError as exc:
             _free()
             raise GenerationError(
-                "out_of_memory",
+                "out_of_gpu_memory",
                 f"The base model {base_model} does not fit in this GPU's memory.",
                 "Use a smaller base model, or a worker with a larger GPU.",
             ) from exc
@@ -150,11 +152,7 @@ class Engine:
                 f"The base model {base_model} is {family_label(base.family)}, not {family_label(family)}.",
                 f"Use a {family_label(family)} base model.",
             )
-        if base.tiny and not base.source.startswith("/"):
-            from worker.training.presets import ensure_tiny
-
-            return str(ensure_tiny(base.source, self.models_dir))
-        return base.source
+        return local_source(base.source, tiny=base.tiny, models_dir=self.models_dir)
 
     def _evict(self) -> None:
         """Unload the least recently used base and give its memory back."""
@@ -232,7 +230,7 @@ class Engine:
         except torch.cuda.OutOfMemoryError as exc:
             _free()  # the activations go; the base stays loaded for the next request
             raise GenerationError(
-                "out_of_memory",
+                "out_of_gpu_memory",
                 f"The GPU ran out of memory rendering a {width}x{height} image.",
                 "Ask for a smaller image, or use fewer LoRAs at once.",
             ) from exc
@@ -260,13 +258,6 @@ def _free() -> None:
         torch.cuda.empty_cache()
 
 
-def _dtype_for(device: torch.device) -> torch.dtype:
-    """bf16 where the GPU has it, fp16 on older GPUs, fp32 on the CPU (the trainer's `pick_dtype` rule)."""
-    if device.type != "cuda":
-        return torch.float32
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
 def _nbytes(family: Family) -> int:
     """The parameter and buffer bytes of every module of the pipeline (shared modules counted once)."""
     seen: set[int] = set()
@@ -285,15 +276,15 @@ _ENGINE: Engine | None = None
 _ENGINE_LOCK = threading.Lock()
 
 
-def get_engine(settings: Any) -> Engine:
+def get_engine(settings: Settings) -> Engine:
     """The process's engine (the Celery worker keeps bases loaded between jobs), built on first use."""
     global _ENGINE
     with _ENGINE_LOCK:
         if _ENGINE is None:
-            gib = getattr(settings, "generation_budget_gib", None)
+            gib = settings.generation_budget_gib
             _ENGINE = Engine(
                 models_dir=settings.resolved_models_dir,
-                max_bases=getattr(settings, "generation_max_bases", 2) or 2,
+                max_bases=settings.generation_max_bases,
                 budget_bytes=int(gib * 2**30) if gib else None,
             )
         return _ENGINE

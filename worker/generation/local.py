@@ -18,9 +18,11 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
+from app.core.errors import Unprocessable
 from app.core.settings import Settings
 from app.generations import params
 from app.generations.lorafile import LoraFileError, family_of, read_header
+from app.generations.policy import check_prompts
 from app.trainings import catalog
 from worker.generation.adapters import FIT_HINT, family_label
 from worker.generation.engine import Engine, ImageJob, LoraSource, encode_output
@@ -103,6 +105,10 @@ def generate_files(
             prompt, added = params.with_trigger(prompt, trigger, CLASS_WORD)
             if added:
                 note(f"Added the trigger word of {file.path.name}: {prompt}")
+    try:
+        check_prompts([prompt], settings)  # the service's policy: these models depict real people
+    except Unprocessable as exc:
+        raise GenerationError(exc.code, exc.message, exc.hint or "") from None
     if seed is None:
         seed = secrets.randbelow(2**32)
         note(f"Seed: {seed}")

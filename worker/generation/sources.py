@@ -18,15 +18,14 @@ from app.core.settings import Settings
 from app.core.storage import ObjectNotFound, Storage
 from app.generations import lorafile
 from app.notify.webhooks import TargetRefused, check_target
-from worker.generation.engine import GenerationError, LoraSource
+from worker.generation.adapters import LoraSource
+from worker.generation.errors import GenerationError
 from worker.notify.http import HttpFailure, get
 
 
-def lora_sources(
-    loras: list[dict[str, Any]], scales: list[float], *, storage: Storage, settings: Settings
-) -> list[LoraSource]:
-    """One engine source per LoRA entry of a generation (see `Generation.loras`)."""
-    return [_source(entry, scale, storage, settings) for entry, scale in zip(loras, scales, strict=True)]
+def lora_sources(loras: list[dict[str, Any]], *, storage: Storage, settings: Settings) -> list[LoraSource]:
+    """One engine source per LoRA entry of a generation (see `Generation.loras`), at the entry's scale."""
+    return [_source(entry, float(entry["scale"]), storage, settings) for entry in loras]
 
 
 def _source(entry: dict[str, Any], scale: float, storage: Storage, settings: Settings) -> LoraSource:

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import io
 import logging
-import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from functools import partial
+from threading import Event
 from typing import Any
 
 from celery import shared_task
@@ -34,6 +35,7 @@ from app.generations.params import EXTENSIONS, OUTPUT_FORMATS
 from worker.generation.engine import GenerationError, ImageJob, encode_output, get_engine
 from worker.generation.sheet import experiment_sheet
 from worker.generation.sources import lora_sources
+from worker.jobs import Heartbeat
 from worker.lifecycle import stopping
 
 log = logging.getLogger(__name__)
@@ -62,45 +64,39 @@ def run_generation(
     job = _claim(generation_id, sessions)
     if isinstance(job, str):
         return job
-    lost, done = threading.Event(), threading.Event()
-    beat = threading.Thread(target=_heartbeat, args=(job, sessions, settings, lost, done), daemon=True)
-    beat.start()
     written: list[str] = []
-    try:
-        outputs, sheet, metrics, logs = _render(job, lost, storage=storage, settings=settings, written=written)
-        if _finish(sessions, job, outputs=outputs, sheet_key=sheet, metrics=metrics, logs=logs):
-            return "succeeded"
-        _delete(storage, written)
-        return "canceled"
-    except _Stop:
-        _delete(storage, written)
-        return "canceled"
-    except _HandBack:
-        _delete(storage, written)
-        _release(sessions, job)
-        return "handed back"
-    except SoftTimeLimitExceeded:
-        _delete(storage, written)
-        _fail(sessions, job, TIME_LIMIT_ERROR)
-        return "failed"
-    except GenerationError as exc:
-        _delete(storage, written)
-        _fail(sessions, job, exc.as_dict())
-        return "failed"
-    except Exception as exc:  # noqa: BLE001 - every failure ends in `failed`, never a traceback to the user
-        _delete(storage, written)
-        error = _unexpected(exc)
-        if error["code"] == "internal_error":
-            log.exception("generation %s failed", job.id)
-        _fail(sessions, job, error)
-        return "failed"
-    finally:
-        done.set()
-        beat.join(timeout=5)
+    beat = Heartbeat(
+        partial(_renew, sessions, job), every=max(0.2, settings.generation_lease_s / 6), name=f"lease-{job.id}"
+    )
+    with beat:
+        try:
+            outputs, sheet, metrics, logs = _render(job, beat.lost, storage=storage, settings=settings, written=written)
+            if _finish(sessions, job, outputs=outputs, sheet_key=sheet, metrics=metrics, logs=logs):
+                return "succeeded"
+            outcome = "canceled"
+        except _Stop:
+            outcome = "canceled"
+        except _HandBack:
+            _release(sessions, job)
+            outcome = "handed back"
+        except SoftTimeLimitExceeded:
+            _fail(sessions, job, TIME_LIMIT_ERROR)
+            outcome = "failed"
+        except GenerationError as exc:
+            _fail(sessions, job, exc.as_dict())
+            outcome = "failed"
+        except Exception as exc:  # noqa: BLE001 - every failure ends in `failed`, never a traceback to the user
+            error = _unexpected(exc)
+            if error["code"] == "internal_error":
+                log.exception("generation %s failed", job.id)
+            _fail(sessions, job, error)
+            outcome = "failed"
+    _delete(storage, written)  # the images of a generation that did not succeed are not kept
+    return outcome
 
 
 def _render(
-    job: _Job, lost: threading.Event, *, storage: Storage, settings: Settings, written: list[str]
+    job: _Job, lost: Event, *, storage: Storage, settings: Settings, written: list[str]
 ) -> tuple[list[dict[str, Any]], str | None, dict[str, Any], list[str]]:
     row = job.row
     p = row["params"]
@@ -131,7 +127,7 @@ def _render(
         )
         for image in p["images"]
     ]
-    sources = lora_sources(row["loras"], [float(x["scale"]) for x in row["loras"]], storage=storage, settings=settings)
+    sources = lora_sources(row["loras"], storage=storage, settings=settings)
     fmt, quality = p["output_format"], int(p["output_quality"])
     prefix = generation_prefix(job.user_id, job.id)
     outputs: list[dict[str, Any]] = []
@@ -186,25 +182,10 @@ def _render(
     return outputs, sheet_key, metrics, logs
 
 
-def _heartbeat(
-    job: _Job, sessions: sessionmaker[Session], settings: Settings, lost: threading.Event, done: threading.Event
-) -> None:
-    """Renew the lease while the job runs (a base model can take minutes to load); note when it is gone."""
-    every = max(0.2, settings.generation_lease_s / 6)
-    while not done.wait(every):
-        try:
-            with session_scope(sessions) as session:
-                renewed = session.execute(
-                    update(Generation)
-                    .where(Generation.id == job.id, Generation.worker_token == job.token)
-                    .where(Generation.status == GenerationStatus.running)
-                    .values(heartbeat_at=utcnow())
-                ).rowcount
-            if not renewed:
-                lost.set()
-                return
-        except Exception:  # noqa: BLE001 - a database blip must not stop the job; the next beat retries
-            log.warning("heartbeat for generation %s failed", job.id, exc_info=True)
+def _renew(sessions: sessionmaker[Session], job: _Job) -> bool:
+    """Renew the lease; False once the job is canceled, deleted or taken back by the sweep."""
+    with session_scope(sessions) as session:
+        return bool(session.execute(_owned(job).values(heartbeat_at=utcnow())).rowcount)
 
 
 @retried

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
+from worker.jobs import JobError
 
-class TrainingError(Exception):
-    """A failure with a stable code, a message and a hint; never a traceback for the user."""
 
-    def __init__(self, code: str, message: str, hint: str) -> None:
-        super().__init__(message)
-        self.code, self.message, self.hint = code, message, hint
-
-    def as_dict(self) -> dict[str, str]:
-        return {"code": self.code, "message": self.message, "hint": self.hint}
+class TrainingError(JobError):
+    """A training failure the user can act on."""
 
 
 class Canceled(Exception):  # noqa: N818 - a normal ending, not an error

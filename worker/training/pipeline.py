@@ -225,12 +225,10 @@ def frame(photo: TrainPhoto) -> tuple[Image.Image, Box | None]:
 
 def train_config(spec: RunSpec, settings: Settings) -> TrainConfig:
     """The trainer's config from the stored params; a tiny preset is built locally on first use."""
-    params = spec.params
-    source = params["source"]
-    if spec.tiny and not source.startswith("/"):
-        from worker.training.presets import ensure_tiny
+    from worker.training.presets import local_source
 
-        source = str(ensure_tiny(source, settings.resolved_models_dir))
+    params = spec.params
+    source = local_source(params["source"], tiny=spec.tiny, models_dir=settings.resolved_models_dir)
     return TrainConfig(
         family=spec.family,
         source=source,

@@ -75,6 +75,13 @@ def ensure_tiny(name: str, models_dir: Path) -> Path:
     return target
 
 
+def local_source(source: str, *, tiny: bool, models_dir: Path) -> str:
+    """Where `from_pretrained` reads a base model: a tiny preset's folder (built on first use), else `source`."""
+    if tiny and not source.startswith("/"):
+        return str(ensure_tiny(source, models_dir))
+    return source
+
+
 def _fresh(stamp: Path) -> bool:
     try:
         return json.loads(stamp.read_text()).get("version") == TINY_VERSION

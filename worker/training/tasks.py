@@ -12,10 +12,10 @@ token and on the status, so a cancel (or a lost lease) stops the loop at its nex
 from __future__ import annotations
 
 import logging
-import threading
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -35,6 +35,7 @@ from app.notify import outbox
 from app.photos.reasons import REJECTED
 from app.photos.review import encodings_from_bytes
 from worker.housekeeping.registry import NO_MESSAGE
+from worker.jobs import Heartbeat
 from worker.lifecycle import stopping
 from worker.training.errors import Canceled, Interrupted, TrainingError
 from worker.training.pipeline import Reporter, RunSpec, TrainPhoto, clear_work, free_memory, run_pipeline
@@ -56,38 +57,17 @@ class _Job:
     wants_progress: bool = False  # its webhook takes training.progress events
 
 
-class _Lease:
-    """Renews the heartbeat in a thread while the job runs, even while a model loads."""
-
-    def __init__(self, job: _Job, sessions: sessionmaker[Session], every: float) -> None:
-        self.job, self.sessions, self.every = job, sessions, every
-        self.lost = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"lease-{job.id}", daemon=True)
-
-    def __enter__(self) -> _Lease:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.every):
-            try:
-                with session_scope(self.sessions) as session:
-                    renewed = session.execute(
-                        update(Training)
-                        .where(Training.id == self.job.id, Training.worker_token == self.job.token)
-                        .where(Training.status.in_(RUNNING_TRAINING))
-                        .values(heartbeat_at=utcnow())
-                    ).rowcount
-                if not renewed:
-                    self.lost.set()  # canceled, deleted, or taken over
-                    return
-            except Exception:  # noqa: BLE001 - a database blip must not kill the run; the next beat retries
-                log.warning("heartbeat for training %s failed", self.job.id, exc_info=True)
+def _renew(sessions: sessionmaker[Session], job: _Job) -> bool:
+    """Renew the lease; False once the job is canceled, deleted or taken over."""
+    with session_scope(sessions) as session:
+        return bool(
+            session.execute(
+                update(Training)
+                .where(Training.id == job.id, Training.worker_token == job.token)
+                .where(Training.status.in_(RUNNING_TRAINING))
+                .values(heartbeat_at=utcnow())
+            ).rowcount
+        )
 
 
 def run_training(
@@ -105,7 +85,9 @@ def run_training(
     job = _claim(training_id, sessions)
     if isinstance(job, str):
         return job
-    with _Lease(job, sessions, settings.training_heartbeat_s) as lease:
+    with Heartbeat(
+        partial(_renew, sessions, job), every=settings.training_heartbeat_s, name=f"lease-{job.id}"
+    ) as lease:
         try:
             return _run(job, lease, sessions=sessions, storage=storage, settings=settings, on_step=on_step)
         except Canceled as exc:
@@ -179,7 +161,7 @@ def _leave_for_next_worker(training_id: uuid.UUID, sessions: sessionmaker[Sessio
 
 
 def _run(
-    job: _Job, lease: _Lease, *, sessions: sessionmaker[Session], storage: Storage, settings: Settings, on_step: Any
+    job: _Job, lease: Heartbeat, *, sessions: sessionmaker[Session], storage: Storage, settings: Settings, on_step: Any
 ) -> str:
     with session_scope(sessions) as session:
         row = session.get(Training, job.id)

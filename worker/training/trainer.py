@@ -120,9 +120,8 @@ def pick_device(config: TrainConfig) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def pick_dtype(config: TrainConfig, device: torch.device) -> torch.dtype:
-    """bf16 where the GPU has it, fp16 on older GPUs, fp32 on the CPU."""
-    wanted = config.mixed_precision
+def pick_dtype(device: torch.device, wanted: str = "auto") -> torch.dtype:
+    """bf16 where the GPU has it, fp16 on older GPUs, fp32 on the CPU; `wanted` is auto, bf16, fp16 or no."""
     if device.type != "cuda" or wanted == "no":
         return torch.float32
     if wanted == "fp16" or (wanted == "auto" and not torch.cuda.is_bf16_supported()):
@@ -147,7 +146,7 @@ def train(items: list[TrainItem], config: TrainConfig, hooks: Hooks | None = Non
     timings: dict[str, float] = {}
     started = time.perf_counter()
     device = pick_device(config)
-    dtype = pick_dtype(config, device)
+    dtype = pick_dtype(device, config.mixed_precision)
     torch.manual_seed(config.seed)
     family = load_family(config, device, dtype)
     timings["load"] = time.perf_counter() - started
