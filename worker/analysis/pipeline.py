@@ -156,7 +156,7 @@ def analyze_image(
     encoded = [f for f in found if f.encoding is not None]
     result.encodings = np.stack([f.encoding for f in encoded]).astype(np.float32)
     for f in found:
-        kind, ratio = face_lib.pose(f.landmarks)
+        kind, ratio = face_lib.pose(f.upright_landmarks)
         f.extras = {"pose": kind, "yaw_ratio": round(ratio, 3)}
         result.faces.append(
             {

@@ -122,7 +122,7 @@ def score_image(image: Image.Image, refs: References) -> SampleScore:
         score.held_out_distance = round(float(np.linalg.norm(enc - centre)), 4)
     reference = score.held_out_distance if score.held_out_distance is not None else score.identity_distance
     score.similarity = similarity(reference) if reference is not None else None
-    kind, ratio = face_lib.pose(face.landmarks)
+    kind, ratio = face_lib.pose(face.upright_landmarks)
     score.pose, score.yaw = kind, round(ratio, 3)
     left, top, right, bottom = face.box
     score.face_share = round(max(0, right - left) * max(0, bottom - top) / (image.width * image.height), 4)
