@@ -142,40 +142,56 @@ def _coarse(sig: bytes) -> np.ndarray:
     return (vec / (np.linalg.norm(vec) + 1e-6)).ravel().astype(np.float32)
 
 
-def _shifted_stack(gray: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The signature under small rescales (around its centre) and shifts: (variants, 32*32)."""
+def _shift_table() -> tuple[np.ndarray, np.ndarray]:
+    """For each small rescale (around the centre) and shift: the flat source index of every
+    signature pixel, and whether that source lies inside the signature. (variants, 32*32) each."""
     n = SIGNATURE_SIDE
     centre = (n - 1) / 2
     grid = np.arange(n, dtype=np.float32) - centre
-    grays, masks = [], []
+    index, inside = [], []
     for scale in (0.88, 0.94, 1.0, 1.06, 1.12):
         for dy in range(-3, 4):
             for dx in range(-3, 4):
                 ys = np.clip(np.rint(grid / scale + centre + dy), -1, n).astype(int)
                 xs = np.clip(np.rint(grid / scale + centre + dx), -1, n).astype(int)
-                inside = ((ys >= 0) & (ys < n))[:, None] & ((xs >= 0) & (xs < n))[None, :]
-                yi, xi = np.clip(ys, 0, n - 1), np.clip(xs, 0, n - 1)
-                grays.append(gray[yi][:, xi].ravel())
-                masks.append((mask[yi][:, xi] & inside).ravel())
-    return np.stack(grays), np.stack(masks)
+                inside.append((((ys >= 0) & (ys < n))[:, None] & ((xs >= 0) & (xs < n))[None, :]).ravel())
+                index.append((np.clip(ys, 0, n - 1)[:, None] * n + np.clip(xs, 0, n - 1)[None, :]).ravel())
+    return np.stack(index), np.stack(inside)
+
+
+_SHIFT_INDEX, _SHIFT_INSIDE = _shift_table()  # the same for every signature: built once
+
+
+def _shifted_stack(gray: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The signature under small rescales and shifts: (variants, 32*32) values and masks."""
+    return gray.ravel()[_SHIFT_INDEX], mask.ravel()[_SHIFT_INDEX] & _SHIFT_INSIDE
 
 
 def signature_match(a: bytes, b: bytes) -> float:
     """Best normalised correlation of two signatures over small shifts and rescales of `b`."""
+    return _best_correlation(a, *_shifted_stack(*_signature_arrays(b)))
+
+
+def _best_correlation(a: bytes, stack: np.ndarray, masks: np.ndarray) -> float:
+    """`signature_match` against a ready `_shifted_stack` of the other signature.
+
+    The correlation over each variant's shared pixels, from sums (one pass, float64) rather
+    than by centring masked copies: the same figure, several times faster.
+    """
     ga, ma = _signature_arrays(a)
-    gb, mb = _signature_arrays(b)
-    stack, masks = _shifted_stack(gb, mb)
-    both = masks & ma.ravel()[None, :]
+    both = (masks & ma.ravel()[None, :]).astype(np.float64)
     count = both.sum(1)
     usable = count >= 0.3 * SIGNATURE_SIDE * SIGNATURE_SIDE
     if not usable.any():
         return -1.0
-    x = np.where(both, ga.ravel()[None, :], 0.0)
-    y = np.where(both, stack, 0.0)
-    cnt = np.maximum(count, 1)[:, None]
-    x = np.where(both, x - x.sum(1, keepdims=True) / cnt, 0.0)
-    y = np.where(both, y - y.sum(1, keepdims=True) / cnt, 0.0)
-    corr = (x * y).sum(1) / np.sqrt((x * x).sum(1) * (y * y).sum(1) + 1e-6)
+    x = ga.ravel().astype(np.float64)
+    y = stack * both
+    n = np.maximum(count, 1)
+    sx, sy = both @ x, y.sum(1)
+    cov = y @ x - sx * sy / n
+    var_x = both @ (x * x) - sx * sx / n
+    var_y = (y * stack).sum(1) - sy * sy / n
+    corr = cov / np.sqrt(np.maximum(var_x * var_y, 0.0) + 1e-6)
     return float(np.max(np.where(usable, corr, -1.0)))
 
 
@@ -199,6 +215,7 @@ def find_duplicates(facts: list[PhotoFacts], chosen: dict[int, int]) -> dict[int
         fact = facts[i]
         enc = fact.encodings[chosen[i]]  # type: ignore[index]
         coarse = _coarse(fact.signature)  # type: ignore[arg-type]
+        shifted = None  # this photo's shifted signatures, made once when a comparison needs them
         if kept:
             close = np.linalg.norm(kept_enc - enc, axis=1) < DUPLICATE_ENCODING
             for k in np.flatnonzero(close):
@@ -206,9 +223,11 @@ def find_duplicates(facts: list[PhotoFacts], chosen: dict[int, int]) -> dict[int
                 if fact.phash and other.phash and _hamming(fact.phash, other.phash) <= DUPLICATE_PHASH_BITS:
                     copies[i] = kept[k]
                     break
-                if float(kept_coarse[k] @ coarse) >= DUPLICATE_COARSE and (
-                    signature_match(other.signature, fact.signature) >= DUPLICATE_FINE  # type: ignore[arg-type]
-                ):
+                if float(kept_coarse[k] @ coarse) < DUPLICATE_COARSE:
+                    continue
+                if shifted is None:
+                    shifted = _shifted_stack(*_signature_arrays(fact.signature))  # type: ignore[arg-type]
+                if _best_correlation(other.signature, *shifted) >= DUPLICATE_FINE:  # type: ignore[arg-type]
                     copies[i] = kept[k]
                     break
         if i not in copies:
