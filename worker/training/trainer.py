@@ -165,18 +165,10 @@ def train(items: list[TrainItem], config: TrainConfig, hooks: Hooks | None = Non
         groups.setdefault(sample.size, []).append(index)
     schedule = batch_schedule(groups, batch, config.steps, config.seed)
 
-    denoiser = family.denoiser
-    params = _add_lora(denoiser, family, config)
-    if config.gradient_checkpointing and hasattr(denoiser, "enable_gradient_checkpointing"):
-        denoiser.enable_gradient_checkpointing()
-    denoiser.train()
-    forward = family.loss
-    if config.compile and device.type == "cuda":
-        family.denoiser = torch.compile(denoiser)
-    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=1e-2, fused=device.type == "cuda")
-    warmup = config.warmup_steps if config.warmup_steps is not None else min(100, config.steps // 20)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / (warmup + 1)))
-    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+    denoiser = family.denoiser  # the module itself: `family.denoiser` may become its compiled wrapper
+    params = add_lora(denoiser, family, config.rank)
+    optimization = Optimization.prepare(family, params, config, dtype)
+    optimizer, scheduler = optimization.optimizer, optimization.scheduler
 
     start_step = _resume(config, hooks.store, denoiser, optimizer, scheduler)
     snapshots = _stored_snapshots(config, hooks.store, before=start_step)
@@ -196,26 +188,7 @@ def train(items: list[TrainItem], config: TrainConfig, hooks: Hooks | None = Non
         latents = torch.cat([family.sample_latents(s.mean, s.std, generator) for s in members])
         weights = torch.cat([s.weights for s in members]).to(device)
         cond = {k: torch.cat([conds[s.caption][k] for s in members]) for k in conds[members[0].caption]}
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-            loss = forward(latents, cond, weights, generator).mean()
-        if not torch.isfinite(loss):
-            raise TrainingError(
-                "training_diverged",
-                f"The loss became {loss.item()} at step {step + 1}.",
-                "Lower the learning_rate (try half of it) and start the training again.",
-            )
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        scheduler.step()
+        loss = optimization.step(latents, cond, weights, generator, number=step + 1)
         done = step + 1
         loss_window.append(loss.item())
         step_times.append(time.perf_counter() - t_step)
@@ -252,10 +225,74 @@ def train(items: list[TrainItem], config: TrainConfig, hooks: Hooks | None = Non
         batch_size=batch,
         buckets=sorted(groups),
     )
-    del family, optimizer
+    del family, optimization, optimizer
     if device.type == "cuda":
         torch.cuda.empty_cache()  # a canceled or finished run leaves the GPU to the next job
     return result
+
+
+@dataclass
+class Optimization:
+    """What updates the LoRA, one step at a time; `train()` and bench/gpu.py both run their steps through it."""
+
+    family: Family
+    params: list[torch.nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler | None
+    dtype: torch.dtype
+
+    @classmethod
+    def prepare(
+        cls, family: Family, params: list[torch.nn.Parameter], config: TrainConfig, dtype: torch.dtype
+    ) -> Optimization:
+        """Gradient checkpointing, train mode and `torch.compile` (CUDA only) as configured; AdamW with warm-up."""
+        denoiser, device = family.denoiser, family.device
+        if config.gradient_checkpointing and hasattr(denoiser, "enable_gradient_checkpointing"):
+            denoiser.enable_gradient_checkpointing()
+        denoiser.train()
+        if config.compile and device.type == "cuda":
+            family.denoiser = torch.compile(denoiser)
+        fused = device.type == "cuda"
+        optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=1e-2, fused=fused)
+        warmup = config.warmup_steps if config.warmup_steps is not None else min(100, config.steps // 20)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / (warmup + 1)))
+        scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+        return cls(family, params, optimizer, scheduler, scaler, dtype)
+
+    def step(
+        self,
+        latents: torch.Tensor,
+        cond: dict[str, torch.Tensor],
+        weights: torch.Tensor,
+        generator: torch.Generator,
+        *,
+        number: int,
+    ) -> torch.Tensor:
+        """One update on a ready batch (the family's loss, backward, clipping, the optimizer); its mean loss."""
+        device_type = self.family.device.type
+        with torch.autocast(device_type, dtype=self.dtype, enabled=self.dtype != torch.float32):
+            loss = self.family.loss(latents, cond, weights, generator).mean()
+        if not torch.isfinite(loss):
+            raise TrainingError(
+                "training_diverged",
+                f"The loss became {loss.item()} at step {number}.",
+                "Lower the learning_rate (try half of it) and start the training again.",
+            )
+        optimizer, scaler = self.optimizer, self.scaler
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        return loss
 
 
 def load_family(config: TrainConfig, device: torch.device, dtype: torch.dtype) -> Family:
@@ -267,12 +304,13 @@ def load_family(config: TrainConfig, device: torch.device, dtype: torch.dtype) -
         ) from exc
 
 
-def _add_lora(denoiser: torch.nn.Module, family: Family, config: TrainConfig) -> list[torch.nn.Parameter]:
+def add_lora(denoiser: torch.nn.Module, family: Family, rank: int) -> list[torch.nn.Parameter]:
+    """Put the family's LoRA adapter on the frozen denoiser; returns its (fp32) weights, the only trained ones."""
     from peft import LoraConfig
 
     lora = LoraConfig(
-        r=config.rank,
-        lora_alpha=config.rank,  # scale 1: the learning rate alone sets the step size, whatever the rank
+        r=rank,
+        lora_alpha=rank,  # scale 1: the learning rate alone sets the step size, whatever the rank
         init_lora_weights="gaussian",
         target_modules=family.lora_targets(),
     )

@@ -70,7 +70,8 @@ class Family(ABC):
     # kohya's `ss_base_model_version` and the `modelspec.architecture` that UIs read.
     base_model_version: ClassVar[str]
     architecture: ClassVar[str]
-    # Batch size at 1024 px by GPU memory: (below this many GiB, batch). Estimates, not yet measured.
+    # Batch size at 1024 px by GPU memory: (below this many GiB, batch). Estimates, not yet measured:
+    # `bench/gpu.py` measures what fits and prints the tuple to put here.
     batch_at_1024: ClassVar[tuple[tuple[float, int], ...]] = ((16, 2), (40, 4), (1e9, 8))
 
     @classmethod
@@ -135,6 +136,28 @@ class Family(ABC):
         family = cls(pipe, device=device, dtype=dtype)
         family.to(device)
         return family
+
+    @classmethod
+    def from_parts(
+        cls,
+        denoiser: torch.nn.Module,
+        *,
+        scheduler: Any,
+        vae_config: dict[str, Any],
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> Family:
+        """A family around a bare denoiser and noise scheduler, with the VAE's config but no VAE or text encoders:
+        enough for `loss` on latents and conditioning made elsewhere (bench/gpu.py, with random full-size models)."""
+        from types import SimpleNamespace
+
+        from diffusers.configuration_utils import FrozenDict
+
+        denoiser.requires_grad_(False)
+        denoiser.eval()
+        parts = SimpleNamespace(vae=SimpleNamespace(config=FrozenDict(vae_config)), scheduler=scheduler)
+        setattr(parts, cls.denoiser_name, denoiser)
+        return cls(parts, device=device, dtype=dtype)
 
     def to(self, device: torch.device) -> None:
         for name in ("vae", self.denoiser_name, "text_encoder", "text_encoder_2"):
