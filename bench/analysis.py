@@ -19,6 +19,7 @@ bench/out/analysis/ (kept between runs). Three measurements, all on this machine
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import io
 import math
@@ -29,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -144,6 +146,59 @@ def measure_rate(paths: list[Path], processes: int, rounds: int) -> None:
         print(f"    {path.name:32s} {n_ours} / {n_naive}{flag}")
 
 
+@contextlib.contextmanager
+def landed_cascade() -> Iterator[None]:
+    """The detection cascade as it landed before issue 13: no turned copies, the CNN at 480 px."""
+    from worker.analysis import faces
+
+    saved = faces.ROTATIONS, faces.CNN_SIDE
+    faces.ROTATIONS, faces.CNN_SIDE = (), 480
+    try:
+        yield
+    finally:
+        faces.ROTATIONS, faces.CNN_SIDE = saved
+
+
+def _no_face_seconds(data: bytes) -> tuple[float, int]:
+    from worker.analysis.pipeline import analyze_image
+
+    times, found = [], 0
+    for _ in range(5):
+        t0 = time.perf_counter()
+        found = analyze_image(data).face_count
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), found
+
+
+def measure_no_face(paths: list[Path]) -> None:
+    """A 12 MP photo without a face runs every stage: its time now and with the landed cascade; faces found by both."""
+    import numpy as np
+    from PIL import Image
+
+    from worker.analysis.faces import find_faces
+
+    _warm(0)
+    print("\nphotos without a face, one process, median of 5 (target < 0.5 s):")
+    for path in paths:
+        if path.name.startswith(("chelsea", "coffee")):
+            now, found_now = _no_face_seconds(path.read_bytes())
+            with landed_cascade():
+                then, found_then = _no_face_seconds(path.read_bytes())
+            print(f"  {path.name:24s} now {now:.3f} s ({found_now} faces), landed cascade {then:.3f} s ({found_then})")
+    print("  faces found on the fixtures and on copies tilted 55 degrees (now / landed cascade):")
+    for path in paths:
+        img = Image.open(path)
+        img.draft("RGB", (img.width // 2, img.height // 2))  # as analysis decodes it
+        img = img.convert("RGB")
+        for angle in (0, 55):
+            rgb = np.asarray(img.rotate(angle, expand=True, fillcolor="white") if angle else img)
+            now = len(find_faces(rgb))
+            with landed_cascade():
+                then = len(find_faces(rgb))
+            flag = "" if now >= then else "   <-- lost"
+            print(f"    {path.name + (f' @{angle}' if angle else ''):32s} {now} / {then}{flag}")
+
+
 def measure_subject(count: int) -> None:
     import httpx  # noqa: F401  (TestClient needs it)
     from fastapi.testclient import TestClient
@@ -153,6 +208,11 @@ def measure_subject(count: int) -> None:
         t0 = time.perf_counter()
         paths = list(pool.map(_variant, range(count), chunksize=16))
         print(f"\n{count} photos of 12 MP ready in bench/out/analysis/subject ({time.perf_counter() - t0:.0f} s)")
+        # The baseline: analyze_image alone on 100 of the same photos, on the same 2 processes.
+        list(pool.map(_warm, range(2)))
+        t0 = time.perf_counter()
+        list(pool.map(_ours, paths[:100]))
+        plain = 100 / (time.perf_counter() - t0)
 
     data_dir = Path(tempfile.mkdtemp(prefix="lookalike-bench-"))
     env = {**os.environ, "LOOKALIKE_DATA_DIR": str(data_dir), "LOOKALIKE_LOG_LEVEL": "warning"}
@@ -227,6 +287,7 @@ def measure_subject(count: int) -> None:
         worker.wait(30)
     rate = count / elapsed
     print(f"  all {count} analysed and reviewed in {elapsed:.1f} s ({rate:.2f} photos/s end to end; target < 180 s)")
+    print(f"  that is {rate / plain:.0%} of the plain analyze_image rate on the same photos ({plain:.2f} photos/s)")
 
     app = create_app(settings)
     with TestClient(app) as client:
@@ -258,6 +319,7 @@ def main() -> None:
     paths = make_fixture_set()
     if not args.skip_rate:
         measure_rate(paths, processes=2, rounds=args.rounds)
+        measure_no_face(paths)
     if not args.skip_subject:
         measure_subject(args.photos)
 
