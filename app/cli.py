@@ -106,7 +106,14 @@ def worker(queues: str, concurrency: int | None, pool: str | None, beat: bool) -
     _require_schema()
     from worker.celery_app import celery_app
 
-    celery_app.worker_main(_worker_argv(queues, concurrency or get_settings().worker_concurrency, pool, beat))
+    code = celery_app.start(_worker_argv(queues, concurrency or get_settings().worker_concurrency, pool, beat))
+    # Stopped: every task is done or handed back, the pool processes are joined, beat is stopped.
+    # What exit would still do is billiard's clean-up of the pool's helper threads, which sleep up to
+    # a second between looks at their state: seconds for nothing, on every stop. Leave without it.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code or 0)
 
 
 @main.command()
@@ -336,14 +343,18 @@ def keys_revoke(key: str) -> None:
 @click.option(
     "--validation-prompt", "validation_prompts", multiple=True, help="Also sampled at each checkpoint (repeatable)."
 )
-def train(photos_dir: Path, output: Path, base_model: str | None, name: str | None, **knobs: object) -> None:
+@click.option("--verbose", is_flag=True, help="Show the libraries' warnings and logs.")
+def train(
+    photos_dir: Path, output: Path, base_model: str | None, name: str | None, verbose: bool, **knobs: object
+) -> None:
     """Analyse, train and export a LoRA from a folder of photos: no server, database or queue."""
     # The one command that runs worker code in this process (torch, diffusers): imported here only.
     from app.trainings.catalog import TINY_NOTE, UnknownBaseModel, default_base_model, resolve
+    from worker.libraries import quiet_libraries
     from worker.training.errors import TrainingError
     from worker.training.local import train_folder
 
-    logging.basicConfig(level=logging.WARNING)
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
     settings = get_settings()
     if knobs["min_photos"] is not None:
         settings = settings.model_copy(update={"min_training_photos": knobs["min_photos"]})
@@ -375,21 +386,22 @@ def train(photos_dir: Path, output: Path, base_model: str | None, name: str | No
 
     click.echo(f"Analysing {photos_dir} ...")
     try:
-        run = train_folder(
-            photos_dir,
-            output=output,
-            settings=settings,
-            base_model=base_model,
-            name=name,
-            trigger_word=knobs["trigger_word"],
-            class_word=knobs["class_word"],
-            seed=knobs["seed"],
-            validation_prompts=knobs["validation_prompts"],
-            overrides=overrides,
-            on_photo=on_photo,
-            on_progress=on_progress,
-            on_phase=on_phase,
-        )
+        with quiet_libraries(verbose):
+            run = train_folder(
+                photos_dir,
+                output=output,
+                settings=settings,
+                base_model=base_model,
+                name=name,
+                trigger_word=knobs["trigger_word"],
+                class_word=knobs["class_word"],
+                seed=knobs["seed"],
+                validation_prompts=knobs["validation_prompts"],
+                overrides=overrides,
+                on_photo=on_photo,
+                on_progress=on_progress,
+                on_phase=on_phase,
+            )
     except UnknownBaseModel as exc:
         _fail(str(exc))
     except TrainingError as exc:
@@ -453,11 +465,14 @@ def generate(loras: tuple[str, ...], verbose: bool, **request: object) -> None:
     from app.generations.lorafile import LoraFileError
     from app.trainings.catalog import UnknownBaseModel
     from worker.generation.errors import GenerationError
-    from worker.generation.local import generate_files, quiet_libraries
+    from worker.libraries import import_libraries, quiet_libraries
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
     try:
         with quiet_libraries(verbose):
+            import_libraries()  # with the collector paused: see worker.libraries
+            from worker.generation.local import generate_files
+
             generate_files(
                 [_lora_option(value) for value in loras],
                 settings=get_settings(),

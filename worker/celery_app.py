@@ -12,8 +12,10 @@ from app.core.queue import ANALYZE_PHOTO, make_celery
 from app.core.settings import get_settings
 from app.photos.ingest import allow_pillow_pixels
 from worker import lifecycle  # noqa: F401 - connects the shutdown event that long tasks watch
+from worker.libraries import quiet_warnings
 
 log = logging.getLogger(__name__)
+quiet_warnings()  # the libraries' notices are nothing for an operator; the pool processes inherit this
 
 
 def create_worker_app() -> Celery:

@@ -1,9 +1,15 @@
-"""kombu's filesystem transport with atomic message files.
+"""kombu's filesystem transport with atomic message files, no host and a prompt stop.
 
 kombu creates a message file, then locks and writes it; a consumer listing the folder in
 between opens the empty file, fails to decode it, and the Celery worker dies
 ("Unrecoverable error: JSONDecodeError"), which we hit in the test suite. Here a message
 is written under a name the consumer ignores and renamed into place, so it appears whole.
+
+Two more things the stock transport gets wrong for us. It claims a default hostname
+("localhost") that a `filesystem://` URL never names, so kombu warns "No hostname was
+supplied" each time it connects. And Celery drives a transport like this one (no event
+loop of its own) with a blocking loop that asks it for messages for up to 2 s at a time and
+looks at its shutdown flag only in between: an idle worker took that long to start stopping.
 """
 
 from __future__ import annotations
@@ -33,6 +39,18 @@ class Channel(filesystem.Channel):
 
 class Transport(filesystem.Transport):
     Channel = Channel
+    # How long one wait for messages may last; Celery's loop checks for a shutdown after each.
+    MAX_WAIT_S = 0.1
+
+    @property
+    def default_connection_params(self) -> dict:
+        return {"port": self.default_port}  # folders, not a server: no hostname to fall back to
+
+    def drain_events(self, connection, timeout=None):  # noqa: ANN001, ANN201
+        """As kombu's, but returning (socket.timeout) after MAX_WAIT_S at most when a timeout is given."""
+        if timeout is not None:
+            timeout = min(timeout, self.MAX_WAIT_S)
+        return super().drain_events(connection, timeout=timeout)
 
 
 def install() -> None:

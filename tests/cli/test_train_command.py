@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 from pathlib import Path
 
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
 from app.cli import main
+from tests.procs import BIN
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 
@@ -58,3 +60,25 @@ def test_a_failed_assessment_still_delivers_the_trained_lora(tmp_path: Path, set
     assert result.exit_code == 0, result.output
     assert "The assessment could not run" in result.output
     assert load_file(out / "lora.safetensors") and not (out / "contact_sheet.jpg").exists()
+
+
+def test_the_terminal_shows_our_lines_and_the_libraries_only_when_verbose(tmp_path: Path, settings) -> None:  # noqa: ANN001
+    """As a user runs it (a fresh process): no library warnings by default, theirs with --verbose."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("obama.jpg", "obama2.jpg", "obama3.jpg"):
+        shutil.copy(FIXTURES / name, photos / name)
+    args = [str(BIN), "train", str(photos), "--base-model", "tiny-sd15", "--steps", "2", "--min-photos", "3"]
+
+    quiet = subprocess.run([*args, "--output", str(tmp_path / "a")], capture_output=True, text=True, timeout=300)
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stderr == ""  # setuptools' pkg_resources notice, transformers' torchvision fallbacks: gone
+    for noise in ("Warning", "pkg_resources", "torchvision", "[transformers]", "[diffusers]"):
+        assert noise not in quiet.stdout
+    assert "ok   obama.jpg" in quiet.stdout and "Trigger word:" in quiet.stdout
+
+    loud = subprocess.run(
+        [*args, "--output", str(tmp_path / "b"), "--verbose"], capture_output=True, text=True, timeout=300
+    )
+    assert loud.returncode == 0, loud.stderr
+    assert "pkg_resources" in loud.stderr or "torchvision" in loud.stderr

@@ -7,12 +7,9 @@ GPU worker, and each lands in the output folder as soon as it is made.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import logging
 import secrets
-import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -196,32 +193,3 @@ def _free_path(path: Path) -> Path:
         n += 1
         candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
     return candidate
-
-
-@contextlib.contextmanager
-def quiet_libraries(verbose: bool) -> Iterator[None]:
-    """Keep torch's, diffusers' and transformers' warnings off the terminal unless `verbose`."""
-    if verbose:
-        yield
-        return
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
-    # Their own setters: both libraries reset their root logger's level when first configured.
-    libraries = [diffusers_logging, transformers_logging]
-    verbosities = [library.get_verbosity() for library in libraries]
-    loggers = [logging.getLogger(name) for name in ("peft", "torch", "huggingface_hub", "accelerate")]
-    levels = [logger.level for logger in loggers]
-    for library in libraries:
-        library.set_verbosity_error()
-    for logger in loggers:
-        logger.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for library, verbosity in zip(libraries, verbosities, strict=True):
-            library.set_verbosity(verbosity)
-        for logger, level in zip(loggers, levels, strict=True):
-            logger.setLevel(level)

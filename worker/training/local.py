@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import time
 import uuid
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -29,9 +30,11 @@ from app.trainings import catalog, trigger
 from app.trainings.params import resolve_params
 from app.trainings.tokens import token_counter
 from worker.analysis.pipeline import Analysis, analyze_image
+from worker.libraries import import_libraries
 from worker.training.errors import TrainingError
-from worker.training.pipeline import Reporter, RunSpec, TrainPhoto, clear_work, run_pipeline
-from worker.training.trainer import Progress, TrainResult
+
+if TYPE_CHECKING:  # the training modules import torch: only once the photos are analysed (see train_folder)
+    from worker.training.trainer import Progress, TrainResult
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +87,16 @@ def train_folder(
         raise TrainingError(
             "no_training_photos", f"No images in {photos_dir}.", "Put JPEG, PNG, WebP or HEIC files there."
         )
+    t0 = time.perf_counter()
     analysed, selected, identity = _analyse_and_select(
         files, settings=settings, class_word=class_word, on_photo=on_photo
     )
+    # torch, diffusers & co. only now, so that the photo verdicts come first.
+    t1 = time.perf_counter()
+    import_libraries(("diffusers", catalog.FAMILIES[base.family].pipeline_class))
+    from worker.training.pipeline import Reporter, RunSpec, TrainPhoto, clear_work, run_pipeline
+
+    timings = {"analysis": t1 - t0, "libraries": time.perf_counter() - t1}
 
     word = trigger_word or trigger.generate(
         seed=zlib.crc32(str(photos_dir.resolve()).encode()), taken=set(), count_tokens=token_counter(base)
@@ -132,7 +142,7 @@ def train_folder(
         json.dumps(
             {"base_model": base.name, "trigger_word": word, "photos": len(photos), **exported.settings}
             | {"quality": exported.quality, "samples": exported.samples}
-            | {"timings": exported.result.timings | {"assessment": exported.timings}},
+            | {"timings": timings | exported.result.timings | {"assessment": exported.timings}},
             indent=2,
         )
     )
