@@ -119,7 +119,7 @@ def _warm(_: int) -> None:
 
     from worker.analysis.faces import FaceModels
 
-    FaceModels.get()
+    FaceModels.get().load_all()
 
 
 def measure_rate(paths: list[Path], processes: int, rounds: int) -> None:

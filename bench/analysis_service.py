@@ -51,7 +51,7 @@ POLL_S = 0.1
 def _warm(_: int) -> None:
     from worker.analysis.faces import FaceModels
 
-    FaceModels.get()
+    FaceModels.get().load_all()
 
 
 def _upright(path: Path) -> bytes:

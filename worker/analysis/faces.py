@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -56,21 +58,21 @@ class Face:
 
 
 class FaceModels:
-    """dlib's models, loaded once per process on first use (never at import time)."""
+    """dlib's models, each loaded once per process on first use (never at import time).
+
+    HOG is built in and instant; the others are read from face_recognition_models' files (the
+    68-point landmarks alone take half a second), so a process that only ever looks for faces in
+    images without any (the assessment of a tiny test model) never pays for them.
+    """
 
     _lock = threading.Lock()
     _instance: FaceModels | None = None
 
     def __init__(self) -> None:
         import dlib
-        import face_recognition_models as frm
 
         self.dlib = dlib
         self.hog = dlib.get_frontal_face_detector()
-        self.cnn = dlib.cnn_face_detection_model_v1(frm.cnn_face_detector_model_location())
-        self.landmarks68 = dlib.shape_predictor(frm.pose_predictor_model_location())
-        self.landmarks5 = dlib.shape_predictor(frm.pose_predictor_five_point_model_location())
-        self.encoder = dlib.face_recognition_model_v1(frm.face_recognition_model_location())
 
     @classmethod
     def get(cls) -> FaceModels:
@@ -78,6 +80,40 @@ class FaceModels:
             if cls._instance is None:
                 cls._instance = FaceModels()
             return cls._instance
+
+    def load_all(self) -> FaceModels:
+        """Read every model now (a benchmark's warm-up, so that no timing includes it)."""
+        for name in ("cnn", "landmarks68", "landmarks5", "encoder"):
+            getattr(self, name)
+        return self
+
+    def _load(self, name: str, make: Callable[[Any], object]) -> Any:
+        with self._lock:
+            if name not in self.__dict__:
+                import face_recognition_models
+
+                self.__dict__[name] = make(face_recognition_models)
+            return self.__dict__[name]
+
+    @property
+    def cnn(self) -> Any:
+        return self._load("_cnn", lambda m: self.dlib.cnn_face_detection_model_v1(m.cnn_face_detector_model_location()))
+
+    @property
+    def landmarks68(self) -> Any:
+        return self._load("_landmarks68", lambda m: self.dlib.shape_predictor(m.pose_predictor_model_location()))
+
+    @property
+    def landmarks5(self) -> Any:
+        return self._load(
+            "_landmarks5", lambda m: self.dlib.shape_predictor(m.pose_predictor_five_point_model_location())
+        )
+
+    @property
+    def encoder(self) -> Any:
+        return self._load(
+            "_encoder", lambda m: self.dlib.face_recognition_model_v1(m.face_recognition_model_location())
+        )
 
 
 def _scaled(rect: object, factor: float) -> tuple[int, int, int, int]:
