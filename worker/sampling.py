@@ -41,20 +41,29 @@ def render_all(
     sampling: Sampling,
     *,
     negative: Cond | None = None,
-    each: Callable[[int, Image.Image], None] = lambda _i, _img: None,
+    before: Callable[[], None] = lambda: None,
 ) -> list[Image.Image]:
-    """One image per request, in order; `conds` holds each prompt's conditioning, `each` sees every image."""
-    images = []
+    """One image per request, in order; `conds` holds each prompt's conditioning. Requests of one size
+    are drawn `sampling.batch` at a time; `before` runs before each pipeline call (it may raise to stop)."""
+    images: list[Image.Image | None] = [None] * len(requests)
+    sizes: dict[tuple[int, int], list[int]] = {}
     for index, request in enumerate(requests):
-        image = family.render(
-            conds[request.prompt],
-            negative,
-            seed=request.seed,
-            width=snap(request.width, family.multiple),
-            height=snap(request.height, family.multiple),
-            steps=sampling.steps,
-            guidance=sampling.guidance,
+        sizes.setdefault((snap(request.width, family.multiple), snap(request.height, family.multiple)), []).append(
+            index
         )
-        each(index, image)
-        images.append(image)
-    return images
+    for (width, height), indices in sizes.items():
+        for start in range(0, len(indices), max(1, sampling.batch)):
+            chunk = indices[start : start + max(1, sampling.batch)]
+            before()
+            drawn = family.render_batch(
+                [conds[requests[i].prompt] for i in chunk],
+                negative,
+                seeds=[requests[i].seed for i in chunk],
+                width=width,
+                height=height,
+                steps=sampling.steps,
+                guidance=sampling.guidance,
+            )
+            for i, image in zip(chunk, drawn, strict=True):
+                images[i] = image
+    return images  # type: ignore[return-value]

@@ -48,11 +48,17 @@ class Sampling:
     """The family's usual inference settings: what the quality assessment samples with, and what
     generation uses when a request does not say. SD1.5 and SDXL: 30 steps at CFG 7 (their model cards
     and the A1111/ComfyUI defaults people keep); FLUX.1-dev: 28 steps at distilled guidance 3.5
-    (its model card). Tiny presets: 4 steps, enough to run every part of the sampler."""
+    (its model card). Tiny presets: 4 steps, enough to run every part of the sampler.
+
+    `batch`: how many of the assessment's samples one pipeline call draws. One call per image costs
+    the pipeline's fixed overhead each time, most of a tiny model's render; on a real model the GPU
+    is better used with a few at once, but memory bounds it: SD1.5 at 512 px takes 4 with room to
+    spare, and SDXL and FLUX.1-dev at 1024 px stay at 1 until bench/gpu.py has measured them."""
 
     steps: int
     guidance: float
     negative_prompt: str = ""
+    batch: int = 1
 
 
 @dataclass(frozen=True)
@@ -80,7 +86,15 @@ def register_family(spec: FamilySpec) -> FamilySpec:
     return spec
 
 
-register_family(FamilySpec(SD15, "SD1.5", "StableDiffusionPipeline", Defaults(1200, 1e-4, 16, 512)))
+register_family(
+    FamilySpec(
+        SD15,
+        "SD1.5",
+        "StableDiffusionPipeline",
+        Defaults(1200, 1e-4, 16, 512),
+        sampling=Sampling(30, 7.0, NEGATIVE, batch=4),
+    )
+)
 register_family(
     FamilySpec(
         SDXL,
@@ -103,7 +117,7 @@ register_family(
 )
 
 TINY_DEFAULTS = Defaults(steps=20, learning_rate=1e-3, rank=4, resolution=64)
-TINY_SAMPLING = Sampling(4, 3.0, NEGATIVE)
+TINY_SAMPLING = Sampling(4, 3.0, NEGATIVE, batch=8)
 
 
 def sampling_for(family: str, *, tiny: bool) -> Sampling:

@@ -84,7 +84,7 @@ def assess(
     held_out: int,
     tick: Callable[[], None] = lambda: None,
 ) -> Assessment:
-    """Sample and score each snapshot in `result`; `tick` runs before each sample (it may raise to stop)."""
+    """Sample and score each snapshot in `result`; `tick` runs before each pipeline call (it may raise to stop)."""
     family = result.model
     if family is None or not result.snapshots:
         raise ValueError("assess needs the trainer's loaded model and its snapshots (keep_model, keep_at)")
@@ -95,16 +95,15 @@ def assess(
     samples: list[AssessedSample] = []
     for step in sorted(result.snapshots):
         use_lora(family, result.snapshots[step])
-        row: list[AssessedSample] = []
-        for prompt, request in zip(prompts, requests, strict=True):
-            tick()
-            t0 = time.perf_counter()
-            (image,) = render_all(family, [request], result.prompt_conds, sampling, negative=negative)
-            t1 = time.perf_counter()
-            score = score_image(image, refs)
-            scoring_s += time.perf_counter() - t1
-            sampling_s += t1 - t0
-            row.append(AssessedSample(step, prompt, _jpeg(image), score))
+        t0 = time.perf_counter()
+        images = render_all(family, requests, result.prompt_conds, sampling, negative=negative, before=tick)
+        t1 = time.perf_counter()
+        row = [
+            AssessedSample(step, p, _jpeg(image), score_image(image, refs))
+            for p, image in zip(prompts, images, strict=True)
+        ]
+        scoring_s += time.perf_counter() - t1
+        sampling_s += t1 - t0
         samples += row
         scored.append(
             CheckpointScore(

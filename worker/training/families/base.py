@@ -7,6 +7,7 @@ import inspect
 import json
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -220,27 +221,62 @@ class Family(ABC):
         """One image with whatever LoRA the denoiser holds now; a CPU generator, so a seed means the
         same noise on any device. With `image`, image-to-image from it (resized to width x height),
         `strength` being how much of it is noised away (1.0: all of it)."""
-        generator = torch.Generator(device="cpu").manual_seed(seed)
+        if image is None:
+            return self.render_batch(
+                [cond], negative, seeds=[seed], width=width, height=height, steps=steps, guidance=guidance
+            )[0]
+        pipe = self.img2img_pipe()
+        args = self._pipe_args(cond, negative, [seed], width=width, height=height, steps=steps, guidance=guidance)
+        args |= {"image": image.convert("RGB").resize((width, height), Image.Resampling.LANCZOS)}
+        args |= {"strength": strength}
+        # SD's and SDXL's img2img take their size from the image and refuse width/height.
+        accepted = inspect.signature(pipe.__call__).parameters
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
+            out = pipe(**{k: v for k, v in args.items() if k in accepted})
+        return out.images[0]
+
+    @torch.no_grad()
+    def render_batch(
+        self,
+        conds: Sequence[Cond],
+        negative: Cond | None,
+        *,
+        seeds: Sequence[int],
+        width: int,
+        height: int,
+        steps: int,
+        guidance: float,
+    ) -> list[Image.Image]:
+        """Text-to-image for several prompts in one pipeline call, image i from `seeds[i]`'s own generator:
+        the same noise as `render` draws for that seed alone."""
+        batched = {key: torch.cat([c[key] for c in conds]) for key in conds[0]}
+        many_negative = {key: torch.cat([v] * len(conds)) for key, v in negative.items()} if negative else None
+        args = self._pipe_args(
+            batched, many_negative, seeds, width=width, height=height, steps=steps, guidance=guidance
+        )
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
+            return list(self.pipe(**args).images)
+
+    def _pipe_args(
+        self,
+        cond: Cond,
+        negative: Cond | None,
+        seeds: Sequence[int],
+        *,
+        width: int,
+        height: int,
+        steps: int,
+        guidance: float,
+    ) -> dict[str, Any]:
         self.denoiser.eval()
-        args: dict[str, Any] = {
+        return {
             **self.pipe_inputs(cond, negative, guidance),
             "num_inference_steps": steps,
             "width": width,
             "height": height,
-            "generator": generator,
+            "generator": [torch.Generator(device="cpu").manual_seed(seed) for seed in seeds],
             "output_type": "pil",
         }
-        pipe = self.pipe
-        if image is not None:
-            pipe = self.img2img_pipe()
-            args |= {"image": image.convert("RGB").resize((width, height), Image.Resampling.LANCZOS)}
-            args |= {"strength": strength}
-            # SD's and SDXL's img2img take their size from the image and refuse width/height.
-            accepted = inspect.signature(pipe.__call__).parameters
-            args = {k: v for k, v in args.items() if k in accepted}
-        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
-            out = pipe(**args)
-        return out.images[0]
 
     def img2img_pipe(self) -> Any:
         """The image-to-image pipeline over the same loaded components (and LoRA adapters), built once."""
