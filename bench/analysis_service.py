@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import statistics
 import sys
@@ -41,7 +40,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-from upload import machine, make_inputs, start_server, stop_server, wait_ready  # noqa: E402
+from upload import machine, make_inputs, report, start_server, stop_server, wait_ready  # noqa: E402
 
 TARGET_RATE = 8.0
 PROCESSES = 2  # the worker's default concurrency
@@ -198,10 +197,7 @@ def main() -> int:
             )
         )
     rows.append(("target", f">= {TARGET_RATE:.0f} photos/s from the upload's answer to the last analyzed"))
-    width = max(len(k) for k, _ in rows)
-    print("\n".join(f"{k:<{width}}  {v}" for k, v in rows))
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    report(rows, results, args.json)
     return 0
 
 

@@ -229,6 +229,14 @@ def in_process(files: list[tuple[str, bytes]], threads: int) -> float:
     return time.perf_counter() - t0
 
 
+def report(rows: list[tuple[str, str]], results: dict, json_path: Path | None) -> None:
+    """Print `rows` as an aligned two-column table; also write `results` to `json_path` when given."""
+    width = max(len(k) for k, _ in rows)
+    print("\n".join(f"{k:<{width}}  {v}" for k, v in rows))
+    if json_path:
+        json_path.write_text(json.dumps(results, indent=2) + "\n")
+
+
 def _mm(xs: list[float]) -> str:
     return f"median {statistics.median(xs):.2f} s, min {min(xs):.2f} s"
 
@@ -303,10 +311,7 @@ def main() -> int:
         ("target", f"response < {TARGET_S:.0f} s"),
         ("result", verdict),
     ]
-    width = max(len(k) for k, _ in rows)
-    print("\n".join(f"{k:<{width}}  {v}" for k, v in rows))
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    report(rows, results, args.json)
     return 0
 
 
