@@ -192,17 +192,15 @@ def test_a_tilted_head_is_found_on_a_turned_copy_and_described_upright(
     assert np.linalg.norm(result.encodings[0] - before.encodings[0]) < 0.2
     assert result.pose == before.pose
     left, top, right, bottom = before.face_box
-    want = face_lib.Turn(upright.size, angle)
-    want.image(upright)
+    want = face_lib.Turn(upright, angle)
     x, y = want.forward((left + right) / 2, (top + bottom) / 2)
     got_x, got_y = (result.face_box[0] + result.face_box[2]) / 2, (result.face_box[1] + result.face_box[3]) / 2
     assert math.hypot(got_x - x, got_y - y) < 0.2 * (right - left)
 
 
 def test_turn_maps_points_there_and_back() -> None:
-    turn = face_lib.Turn((640, 427), 40.0)
-    turned = turn.image(Image.new("RGB", (640, 427)))
-    assert turned.size == turn.turned_size
+    turn = face_lib.Turn(Image.new("RGB", (640, 427)), 40.0)
+    turned = turn.image
     for point in [(0.0, 0.0), (639.0, 0.0), (320.0, 213.5), (17.0, 400.0)]:
         there = turn.forward(*point)
         assert 0 <= there[0] <= turned.width and 0 <= there[1] <= turned.height

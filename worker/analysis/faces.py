@@ -149,26 +149,15 @@ def _resized(rgb: np.ndarray, side: int) -> tuple[np.ndarray, float]:
 
 
 class Turn:
-    """Turning an image of `size` by `angle` degrees counter-clockwise (PIL's `rotate`, expand=True), and back."""
+    """`img` turned by `angle` degrees counter-clockwise (PIL's `rotate`, expand=True), and points mapped both ways."""
 
-    def __init__(self, size: tuple[int, int], angle: float) -> None:
+    def __init__(self, img: Image.Image, angle: float) -> None:
         self.angle = angle
         rad = math.radians(angle)
         self.cos, self.sin = math.cos(rad), math.sin(rad)
-        w, h = size
-        self.centre = (w / 2, h / 2)
-        self.turned_size = (
-            math.ceil(abs(w * self.cos) + abs(h * self.sin) - 1e-6),
-            math.ceil(abs(w * self.sin) + abs(h * self.cos) - 1e-6),
-        )
-        self.turned_centre = (self.turned_size[0] / 2, self.turned_size[1] / 2)
-
-    def image(self, img: Image.Image) -> Image.Image:
-        """The turned copy; its real size (PIL rounds) fixes the centre that points map through."""
-        turned = img.rotate(self.angle, resample=Image.Resampling.BILINEAR, expand=True)
-        self.turned_size = turned.size
-        self.turned_centre = (turned.width / 2, turned.height / 2)
-        return turned
+        self.centre = (img.width / 2, img.height / 2)
+        self.image = img.rotate(angle, resample=Image.Resampling.BILINEAR, expand=True)
+        self.turned_centre = (self.image.width / 2, self.image.height / 2)  # PIL rounds the size: use its own
 
     def forward(self, x: float, y: float) -> tuple[float, float]:
         """A point of the original image in the turned one."""
@@ -192,8 +181,8 @@ def _square_at(centre: tuple[float, float], width: float, height: float) -> tupl
 def _turned_faces(small: Image.Image, factor: float, models: FaceModels) -> list[Face]:
     """HOG on copies of `small` turned by each of ROTATIONS; boxes come back upright-sized, centred on the face."""
     for angle in ROTATIONS:
-        turn = Turn(small.size, angle)
-        found = models.hog(np.asarray(turn.image(small)), 0)
+        turn = Turn(small, angle)
+        found = models.hog(np.asarray(turn.image), 0)
         if found:
             return [
                 Face(
@@ -249,8 +238,8 @@ def describe(rgb: np.ndarray, faces: list[Face], *, models: FaceModels | None = 
         image, rect, turn = rgb, dlib.rectangle(*face.box), None
         if face.angle:
             if face.angle not in turned:
-                turn = Turn((rgb.shape[1], rgb.shape[0]), face.angle)
-                turned[face.angle] = (turn, np.asarray(turn.image(Image.fromarray(rgb))))
+                turn = Turn(Image.fromarray(rgb), face.angle)
+                turned[face.angle] = (turn, np.asarray(turn.image))
             turn, image = turned[face.angle]
             centre = turn.forward((face.box[0] + face.box[2]) / 2, (face.box[1] + face.box[3]) / 2)
             rect = dlib.rectangle(*_square_at(centre, face.width, face.height))
