@@ -52,8 +52,9 @@ class Sampling:
 
     `batch`: how many of the assessment's samples one pipeline call draws. One call per image costs
     the pipeline's fixed overhead each time, most of a tiny model's render; on a real model the GPU
-    is better used with a few at once, but memory bounds it: SD1.5 at 512 px takes 4 with room to
-    spare, and SDXL and FLUX.1-dev at 1024 px stay at 1 until bench/gpu.py has measured them."""
+    is better used with a few at once, but memory bounds it. SD1.5 at 512 px is set to 4 (a few GB
+    of activations by estimate, not measured on a GPU yet); SDXL and FLUX.1-dev at 1024 px stay at 1
+    until bench/gpu.py has measured them."""
 
     steps: int
     guidance: float
