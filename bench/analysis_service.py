@@ -27,7 +27,6 @@ import io
 import os
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -40,7 +39,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-from upload import machine, make_inputs, report, start_server, stop_server, wait_ready  # noqa: E402
+from upload import machine, make_inputs, report, served  # noqa: E402
 
 TARGET_RATE = 8.0
 PROCESSES = 2  # the worker's default concurrency
@@ -134,36 +133,19 @@ def one_upload(client: httpx.Client, files: list[tuple[str, bytes]], run: int) -
 
 def measure_backend(backend: str, files: list[tuple[str, bytes]], runs: int) -> list[tuple[float, float]]:
     extra, cleanup = ({}, lambda: None) if backend == "embedded" else postgres_env()
-    saved = {k: os.environ.get(k) for k in extra}
-    os.environ.update(extra)  # start_server copies os.environ
     measured = []
     try:
-        with tempfile.TemporaryDirectory(prefix="lookalike-bench-") as tmp:
-            proc, base, key, log = start_server(Path(tmp))
-            try:
-                wait_ready(proc, base)
-                headers = {"Authorization": f"Bearer {key}"}
-                with httpx.Client(base_url=base, headers=headers, timeout=300) as client:
-                    one_upload(client, files[:2], -1)  # warm: models loaded in both worker processes
-                    for run in range(runs):
-                        measured.append(one_upload(client, files, run))
-                        answer, analysed = measured[-1]
-                        print(
-                            f"{backend} run {run + 1}: 202 after {answer:.2f} s, then all analyzed in "
-                            f"{analysed:.2f} s ({len(files) / analysed:.1f} photos/s)",
-                            file=sys.stderr,
-                        )
-            except BaseException:
-                print(f"--- tail of {log.name} ---\n{log.read_text(errors='replace')[-3000:]}", file=sys.stderr)
-                raise
-            finally:
-                stop_server(proc)
+        with served(extra) as client:
+            one_upload(client, files[:2], -1)  # warm: models loaded in both worker processes
+            for run in range(runs):
+                measured.append(one_upload(client, files, run))
+                answer, analysed = measured[-1]
+                print(
+                    f"{backend} run {run + 1}: 202 after {answer:.2f} s, then all analyzed in "
+                    f"{analysed:.2f} s ({len(files) / analysed:.1f} photos/s)",
+                    file=sys.stderr,
+                )
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
         cleanup()
     return measured
 

@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -138,10 +139,11 @@ def lookalike(*args: str, env: dict) -> subprocess.CompletedProcess:
     return done
 
 
-def start_server(data_dir: Path) -> tuple[subprocess.Popen, str, str, Path]:
+def start_server(data_dir: Path, extra_env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str, str, Path]:
     port = free_port()
     env = {
         **os.environ,
+        **(extra_env or {}),
         "LOOKALIKE_DATA_DIR": str(data_dir),
         "LOOKALIKE_PORT": str(port),
         "LOOKALIKE_HOST": "127.0.0.1",
@@ -185,6 +187,25 @@ def stop_server(proc: subprocess.Popen) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
         proc.wait()
+
+
+@contextlib.contextmanager
+def served(extra_env: dict[str, str] | None = None) -> Iterator[httpx.Client]:
+    """`lookalike serve` on a temporary data folder, ready, and a client with a user's key; stopped afterwards.
+
+    When the block fails, the tail of the server's log is printed before the error.
+    """
+    with tempfile.TemporaryDirectory(prefix="lookalike-bench-") as tmp:
+        proc, base, key, log = start_server(Path(tmp), extra_env)
+        try:
+            wait_ready(proc, base)
+            with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=300) as client:
+                yield client
+        except BaseException:
+            print(f"--- tail of {log.name} ---\n{log.read_text(errors='replace')[-3000:]}", file=sys.stderr)
+            raise
+        finally:
+            stop_server(proc)
 
 
 def upload_once(client: httpx.Client, files: list[tuple[str, bytes]], run: int) -> tuple[float, float, float]:
@@ -256,24 +277,15 @@ def main() -> int:
     pool_s = in_process(files, threads)
 
     measured: list[tuple[float, float, float]] = []
-    with tempfile.TemporaryDirectory(prefix="lookalike-bench-") as tmp:
-        proc, base, key, log = start_server(Path(tmp))
-        try:
-            wait_ready(proc, base)
-            with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=300) as client:
-                for run in range(args.runs):
-                    measured.append(upload_once(client, files, run))
-                    print(
-                        "run {}: response {:.2f} s, all analyzed {:.2f} s, duplicate re-upload {:.2f} s".format(
-                            run + 1, *measured[-1]
-                        ),
-                        file=sys.stderr,
-                    )
-        except BaseException:
-            print(f"--- tail of {log.name} ---\n{log.read_text(errors='replace')[-3000:]}", file=sys.stderr)
-            raise
-        finally:
-            stop_server(proc)
+    with served() as client:
+        for run in range(args.runs):
+            measured.append(upload_once(client, files, run))
+            print(
+                "run {}: response {:.2f} s, all analyzed {:.2f} s, duplicate re-upload {:.2f} s".format(
+                    run + 1, *measured[-1]
+                ),
+                file=sys.stderr,
+            )
 
     responses, analyzed, floors = (list(xs) for xs in zip(*measured, strict=True))
     verdict = "PASS" if statistics.median(responses) < TARGET_S else "FAIL"
