@@ -27,8 +27,10 @@ from app.photos.ingest import allow_pillow_pixels
 from app.photos.router import router as photos_router
 from app.replicate.app import create_replicate_app
 from app.subjects.router import router as subjects_router
+from app.trainings.base_models import router as base_models_router
 from app.trainings.router import router as trainings_router
 from app.users.router import router as users_router
+from app.web.router import router as web_router
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +72,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         subjects_router,
         photos_router,
         trainings_router,
+        base_models_router,
         models_router,
         model_images_router,
         generations_router,
         files_router,
+        web_router,
     )
     for router in routers:
         app.include_router(router)
