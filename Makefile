@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 WHEELS := $(wildcard /opt/wheels)
 INSTALL := $(BIN)/pip install --quiet $(if $(WHEELS),--find-links $(WHEELS))
 
-.PHONY: run test venv lint bench clean
+.PHONY: run test venv browser lint bench clean
 
 venv: $(STAMP)
 
@@ -26,7 +26,18 @@ run: $(STAMP)
 	$(BIN)/lookalike migrate
 	$(BIN)/lookalike serve
 
-test: $(STAMP)
+# tests/web drive Debian's Chromium through Playwright (never a downloaded browser). Installed here
+# when missing, where this user may run apt-get (CI and our dev machines run as root); elsewhere
+# those tests are skipped with the command to run, except under LOOKALIKE_REQUIRE_BROWSER (CI).
+CHROMIUM := /usr/bin/chromium
+browser:
+	@test -x $(CHROMIUM) || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's chromium for the browser tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "tests/web need Chromium: sudo apt-get install chromium"; fi; }
+
+test: $(STAMP) browser
 	$(BIN)/pytest
 
 lint: $(STAMP)
