@@ -55,14 +55,7 @@ def _read(name: str, settings: Settings) -> BaseModelRead:
         runnable=runnable,
         reason=reason,
         source="generated on this machine" if base.tiny else base.source,
-        defaults=TrainingDefaults(
-            steps=d.steps,
-            learning_rate=d.learning_rate,
-            rank=d.rank,
-            resolution=d.resolution,
-            face_weight=d.face_weight,
-            gradient_checkpointing=d.gradient_checkpointing,
-        ),
+        defaults=TrainingDefaults(**{name: getattr(d, name) for name in TrainingDefaults.model_fields}),
     )
 
 
