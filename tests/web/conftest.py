@@ -88,7 +88,7 @@ class Tab:
     def check_page(self) -> None:
         """What any view must hold: labelled controls, described images, nothing wider than the screen."""
         problems = self.page.evaluate(
-            """() => {
+            r"""() => {
               const out = [];
               const named = (el) => el.getAttribute('aria-label') || el.getAttribute('aria-labelledby');
               for (const el of document.querySelectorAll('input, select, textarea')) {
@@ -99,6 +99,32 @@ class Tab:
                 if (!img.alt) out.push('no alt: ' + img.outerHTML.slice(0, 60));
               for (const b of document.querySelectorAll('button'))
                 if (!b.textContent.trim() && !named(b)) out.push('unnamed button');
+              // WCAG AA contrast for every visible text (disabled controls are exempt): 4.5:1, 3:1 when large.
+              const rgb = (c) => (c.match(/[\d.]+/g) || []).map(Number);
+              const lum = ([r, g, b]) => {
+                const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+                return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+              };
+              const background = (el) => {
+                for (; el; el = el.parentElement) {
+                  const c = rgb(getComputedStyle(el).backgroundColor);
+                  if (c.length === 3 || c[3] > 0) return c;
+                }
+                return [255, 255, 255];
+              };
+              for (const el of document.querySelectorAll('body *')) {
+                if (el.closest('svg, [disabled], .visually-hidden, noscript')) continue;
+                const own = [...el.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim());
+                const box = el.getBoundingClientRect();
+                if (!own || !box.width || !box.height) continue;
+                const style = getComputedStyle(el);
+                const [a, b] = [lum(rgb(style.color)), lum(background(el))];
+                const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+                const size = parseFloat(style.fontSize), bold = Number(style.fontWeight) >= 700;
+                const needed = size >= 24 || (bold && size >= 18.66) ? 3 : 4.5;
+                const text = el.textContent.trim().slice(0, 40);
+                if (ratio < needed) out.push(`contrast ${ratio.toFixed(2)} < ${needed}: ${text}`);
+              }
               if (document.documentElement.scrollWidth > window.innerWidth + 1)
                 out.push('wider than the window: ' + document.documentElement.scrollWidth + ' > ' + window.innerWidth);
               return out;

@@ -59,6 +59,7 @@ def test_an_upload_with_bad_files_shows_why_and_keeps_the_rest(tab: Tab, server:
     page.once("dialog", lambda d: d.accept())
     cup.get_by_role("button", name="Delete coffee.png").click()
     expect(cards).to_have_count(1)
+    expect(page.get_by_role("button", name="Delete obama.jpg")).to_be_focused()  # the keyboard is not lost
     with server.http(key) as http:
         names = [p["filename"] for p in http.get(f"/v1/subjects/{subject['id']}/photos").json()["items"]]
     assert names == ["obama.jpg"]

@@ -254,8 +254,7 @@ function signInView(message) {
       return;
     }
     announce(`Signed in as ${me.email}`);
-    if (!location.hash || location.hash === "#/") route();
-    else route();
+    route(); // the view the address asked for, or the start page
   });
   render("Sign in", "sign-in",
     h("p", {}, "Train a personal face model from your photos, on this server. Sign in with your API key to start."),
@@ -424,14 +423,16 @@ function photoCard(photo, onChange) {
     "aria-label": `${photo.excluded ? "Include" : "Exclude"} ${photo.filename}`,
     text: photo.excluded ? "Include" : "Exclude",
     onclick: async () => {
-      toggle.disabled = true;
+      // Not disabled while busy: a disabled button drops the keyboard focus.
+      if (toggle.getAttribute("aria-busy")) return;
+      toggle.setAttribute("aria-busy", "true");
       try {
         await api("PATCH", `/v1/subjects/${photo.subject_id}/photos/${photo.id}`, { json: { excluded: !photo.excluded } });
         announce(`${photo.filename} ${photo.excluded ? "included" : "excluded"}`);
       } catch (err) {
         announce(err.message);
       }
-      onChange();
+      onChange({ photo: photo.id, action: "exclude" });
     },
   });
   const remove = h("button", {
@@ -445,7 +446,7 @@ function photoCard(photo, onChange) {
       } catch (err) {
         announce(err.message);
       }
-      onChange();
+      onChange({ photo: photo.id, action: "delete" });
     },
   });
   return h("div", { class: "body" },
@@ -586,7 +587,10 @@ async function subjectView(v, subjectId) {
   const cards = new Map();
   let polling = null;
 
-  async function refresh() {
+  let refocus = null; // {photo, action}: where the keyboard focus goes once the grid is redrawn
+
+  async function refresh(after) {
+    if (after) refocus = after;
     let report;
     let photos;
     try {
@@ -617,7 +621,8 @@ async function subjectView(v, subjectId) {
         card.dataset.thumb = thumb;
         card.firstChild.replaceChildren(authImg(thumb, photo.filename));
       }
-      const focused = card.contains(document.activeElement) ? document.activeElement.dataset.action : null;
+      const focused = card.contains(document.activeElement) ? document.activeElement.dataset.action
+        : refocus && refocus.photo === photo.id ? refocus.action : null;
       const body = photoCard(photo, refresh);
       if (card.children[1]) card.children[1].replaceWith(body);
       else card.append(body);
@@ -626,8 +631,17 @@ async function subjectView(v, subjectId) {
       if (focused) $(`[data-action="${focused}"]`, card).focus();
     }
     for (const [id, card] of cards) {
-      if (!seen.has(id)) { card.remove(); cards.delete(id); }
+      if (!seen.has(id)) {
+        // A deleted photo's card goes; the focus moves to the next card (or the review heading).
+        if (refocus && refocus.photo === id) {
+          const next = card.nextElementSibling || card.previousElementSibling;
+          (next ? $('[data-action="delete"]', next) : $("#review-h")).focus();
+        }
+        card.remove();
+        cards.delete(id);
+      }
     }
+    refocus = null;
     form.setReady(report.ready_to_train);
     setStep(report.ready_to_train ? "configure" : photos.length ? "review" : "photos");
     // Keep polling while photos are being analysed: the subject review runs as the last one ends.
@@ -659,7 +673,7 @@ async function subjectView(v, subjectId) {
     h("p", { class: "muted" }, `Class word \u201c${subject.class_word}\u201d \u00b7 consent given ${new Date(subject.consent_at).toLocaleString()} \u00b7 `,
       h("a", { href: "#/", text: "all subjects" })),
     h("section", { class: "card", "aria-labelledby": "photos-h" }, h("h2", { id: "photos-h", text: "Add photos" }), drop, uploads),
-    h("section", { class: "card", "aria-labelledby": "review-h" }, h("h2", { id: "review-h", text: "Review" }), reportSlot, empty, grid),
+    h("section", { class: "card", "aria-labelledby": "review-h" }, h("h2", { id: "review-h", tabindex: "-1", text: "Review" }), reportSlot, empty, grid),
     form);
   await refresh();
 }
