@@ -64,6 +64,13 @@ def test_an_upload_with_bad_files_shows_why_and_keeps_the_rest(tab: Tab, server:
         names = [p["filename"] for p in http.get(f"/v1/subjects/{subject['id']}/photos").json()["items"]]
     assert names == ["obama.jpg"]
 
+    # The subject goes with its photos, after a question; the start page no longer lists it.
+    page.once("dialog", lambda d: d.accept())
+    page.get_by_role("button", name="Delete this subject").click()
+    expect(page.get_by_role("region", name="Subjects")).to_contain_text("No subjects yet")
+    with server.http(key) as http:
+        assert http.get(f"/v1/subjects/{subject['id']}").status_code == 404
+
 
 @pytest.mark.slow
 def test_cancel_and_a_training_already_running(tab: Tab, server: Server) -> None:

@@ -166,6 +166,13 @@ def journey(tab: Tab, server: Server) -> None:
     tab.check_page()
     tab.shot("sweep")
 
+    # Deleting the model asks first, then the start page no longer lists it.
+    page.once("dialog", lambda d: d.accept())
+    page.get_by_role("button", name="Delete this model").click()
+    expect(page.get_by_role("heading", name="Your face models")).to_be_visible()
+    expect(page.get_by_role("region", name="Models")).to_contain_text("No models yet.")
+    expect(page.get_by_role("region", name="Subjects")).to_contain_text("Barack")
+
     # Signing out forgets the key; the page shows sign-in again.
     page.get_by_role("button", name="Sign out").click()
     expect(page.get_by_role("heading", name="Sign in")).to_be_visible()

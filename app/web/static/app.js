@@ -160,6 +160,23 @@ function errorBox(err, extra) {
   return box;
 }
 
+function deleteButton(label, question, path, done) {
+  const button = h("button", { type: "button", class: "danger", text: label });
+  button.addEventListener("click", async () => {
+    if (!window.confirm(question)) return;
+    button.disabled = true;
+    try {
+      await api("DELETE", path);
+      announce(done);
+      location.hash = "#/";
+    } catch (err) {
+      button.after(errorBox(err));
+      button.disabled = false;
+    }
+  });
+  return button;
+}
+
 // ---------------------------------------------------------------- views and their lifetime
 
 let view = { id: 0, timers: [], aborts: [] };
@@ -674,7 +691,9 @@ async function subjectView(v, subjectId) {
       h("a", { href: "#/", text: "all subjects" })),
     h("section", { class: "card", "aria-labelledby": "photos-h" }, h("h2", { id: "photos-h", text: "Add photos" }), drop, uploads),
     h("section", { class: "card", "aria-labelledby": "review-h" }, h("h2", { id: "review-h", tabindex: "-1", text: "Review" }), reportSlot, empty, grid),
-    form);
+    form,
+    h("p", {}, deleteButton("Delete this subject", `Delete ${subject.name} and every photo of them? This cannot be undone.`,
+      `/v1/subjects/${subjectId}`, `${subject.name} deleted`)));
   await refresh();
 }
 
@@ -1009,7 +1028,9 @@ async function modelView(v, modelId) {
         h("h2", { id: "samples-h", text: "Samples by checkpoint" }),
         model.contact_sheet_url ? authImg(model.contact_sheet_url, "Contact sheet: every sample, checkpoint by prompt", { class: "sheet", id: "contact-sheet" }) : null,
         ...samplesBySteps(model))
-      : null);
+      : null,
+    h("p", {}, deleteButton("Delete this model", `Delete the model ${model.name}, its files and samples? This cannot be undone.`,
+      `/v1/models/${modelId}`, `${model.name} deleted`)));
 }
 
 // ---------------------------------------------------------------- the router
