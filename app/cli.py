@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -226,11 +227,15 @@ def _die_with_parent() -> None:
 # --- users and keys ----------------------------------------------------------------------------
 
 
+@contextmanager
 def _session():  # noqa: ANN202
+    from app.audit.service import CLI, set_actor
     from app.core.db import session_scope
 
     _require_schema()
-    return session_scope()
+    with session_scope() as session:
+        set_actor(session, actor=CLI)  # what the CLI changes shows as done by `cli` in the audit log
+        yield session
 
 
 def _app_errors(fn):  # noqa: ANN001, ANN202

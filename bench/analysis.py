@@ -236,7 +236,7 @@ def measure_subject(count: int) -> None:
     sessions = session_factory(settings)
     with session_scope(sessions) as session:
         user, key = create_user(session, email="bench@example.com")
-        subject = Subject(user_id=user.id, name="Bench", class_word="man", consent_at=utcnow())
+        subject = Subject(user_id=user.id, name="Bench", class_word="man", consent_at=utcnow(), consent_version="test")
         session.add(subject)
         session.flush()
         ids = []

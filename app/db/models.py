@@ -66,6 +66,9 @@ class Subject(IdMixin, TimestampMixin, Base):
     name: Mapped[str] = mapped_column(String(100), nullable=False)
     class_word: Mapped[str] = mapped_column(String(32), nullable=False)
     consent_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    # The version of the consent statement the user agreed to (app.subjects.consent); never null, so
+    # no subject exists, and nothing is uploaded or trained, without recorded consent.
+    consent_version: Mapped[str] = mapped_column(String(32), nullable=False)
     # Set by the subject review: the mean 128-d encoding (float32) of the largest cluster of faces.
     identity: Mapped[bytes | None] = mapped_column(LargeBinary)
     reviewed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -396,3 +399,23 @@ class Lock(Base):
     holder: Mapped[str | None] = mapped_column(String(64))
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     last_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class AuditEvent(IdMixin, TimestampMixin, Base):
+    """One thing that matters, recorded in the transaction that did it: who, what, to what, from where.
+
+    Never secrets or image data: the actor is `api_key:<display prefix>`, `cli` or `system`, and
+    `details` holds a few plain values. Rows naming a user go with the user (ON DELETE CASCADE).
+    """
+
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_events_user_id_id", "user_id", "id"),)
+
+    # None for what no user owns: a sign-in with an unknown key, a deleted account.
+    user_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, ForeignKey("users.id", ondelete="CASCADE"))
+    actor: Mapped[str] = mapped_column(String(64), nullable=False)
+    action: Mapped[str] = mapped_column(String(64), nullable=False)
+    target_type: Mapped[str | None] = mapped_column(String(32))
+    target_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    ip_address: Mapped[str | None] = mapped_column(String(64))
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, nullable=False)

@@ -11,6 +11,7 @@ from typing import Any, BinaryIO
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.audit.service import record
 from app.core.errors import BadRequest, NotFound
 from app.core.ids import new_id
 from app.core.keys import file_key
@@ -142,6 +143,7 @@ def list_files(session: Session, *, user: User, after: uuid.UUID | None, limit: 
 def delete_file(session: Session, *, row: UploadedFile, storage: Storage) -> None:
     """Delete the row; the content goes once the deletion has committed."""
     key = row.key
+    record(session, action="file_deleted", user_id=row.user_id, target_type="file", target_id=row.id)
     session.delete(row)
     session.flush()
     after_commit(session, lambda: storage.delete(key))

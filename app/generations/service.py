@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.audit.service import record
 from app.core.db import session_scope
 from app.core.errors import Conflict, NotFound, Unprocessable
 from app.core.keys import generation_prefix
@@ -120,6 +121,15 @@ def create_generation(
     session.flush()
     if data.image is not None:
         generation.image_key = _start_image(session, user, data.image, generation, settings, storage)
+    details = {"kind": generation.kind, "base_model": generation.base_model, "model_id": generation.model_id}
+    record(
+        session,
+        action="generation_created",
+        user_id=user.id,
+        target_type="generation",
+        target_id=generation.id,
+        details=details,
+    )
     enqueue(session, GENERATE, str(generation.id))
     return generation
 

@@ -8,6 +8,7 @@ import uuid
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.audit.service import record
 from app.core.errors import NotFound
 from app.core.keys import model_prefix
 from app.core.pagination import keyset
@@ -36,6 +37,7 @@ def list_models(session: Session, *, user: User, after: uuid.UUID | None, limit:
 def delete_model(session: Session, *, model: Model, storage: Storage) -> None:
     """Delete the row; its files go once the deletion has committed."""
     prefix = model_prefix(model.user_id, model.id)
+    record(session, action="model_deleted", user_id=model.user_id, target_type="model", target_id=model.id)
     session.delete(model)
     session.flush()
     after_commit(session, lambda: storage.delete_prefix(prefix))

@@ -5,13 +5,22 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response, status
 
+from app.audit.service import record
 from app.core.deps import DB, AppSettings, AppStorage, CurrentUser
 from app.core.pagination import Page, PageParams, next_cursor
 from app.subjects import service
+from app.subjects.consent import CONSENT_TEXT, CONSENT_VERSION
 from app.subjects.report import build_report
-from app.subjects.schemas import SubjectCreate, SubjectRead, SubjectReport
+from app.subjects.schemas import ConsentRead, SubjectCreate, SubjectRead, SubjectReport
 
 router = APIRouter(prefix="/v1/subjects", tags=["subjects"])
+consent_router = APIRouter(prefix="/v1/consent", tags=["subjects"])
+
+
+@consent_router.get("", response_model=ConsentRead)
+def read_consent(user: CurrentUser) -> ConsentRead:
+    """The consent statement to show before creating a subject; send its `version` as `consent_version`."""
+    return ConsentRead(version=CONSENT_VERSION, text=CONSENT_TEXT)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=SubjectRead)
@@ -41,6 +50,7 @@ def delete_subject(subject_id: uuid.UUID, session: DB, user: CurrentUser, storag
     """Delete the subject, its photos and every stored file of them."""
     subject = service.get_subject(session, user=user, subject_id=subject_id)
     service.delete_subject(session, subject=subject, storage=storage)
+    record(session, action="subject_deleted", user_id=user.id, target_type="subject", target_id=subject_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

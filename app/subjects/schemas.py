@@ -5,11 +5,13 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from app.subjects.consent import CONSENT_VERSION
+
 
 class SubjectCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=100, description="How you call this person")
+    name: str = Field(min_length=1, max_length=100, pattern=r"\S", description="How you call this person")
     class_word: str = Field(
         default="person",
         min_length=2,
@@ -17,7 +19,17 @@ class SubjectCreate(BaseModel):
         pattern=r"^[a-z]+( [a-z]+)?$",
         description="What the person is, in one or two lowercase words: man, woman, person, boy, girl…",
     )
-    consent: bool = Field(description="You are this person or have their permission to train a model of them")
+    consent: bool = Field(
+        description="You are this person or have their permission to train a model of them: must be true",
+        # The document says only `true` is accepted; `false` still gets a worded 422 (consent_required).
+        json_schema_extra={"const": True},
+    )
+    consent_version: str | None = Field(
+        default=None,
+        max_length=32,
+        json_schema_extra={"enum": [CONSENT_VERSION, None]},
+        description="The `version` of the statement from GET /v1/consent that was agreed to (default: the current)",
+    )
 
     @field_validator("name")
     @classmethod
@@ -41,6 +53,7 @@ class SubjectRead(BaseModel):
     class_word: str
     consent: bool = True
     consent_at: datetime
+    consent_version: str = Field(description="The consent statement agreed to (`unversioned`: before versions)")
     created_at: datetime
     photos: PhotoCounts
 
@@ -70,3 +83,10 @@ class SubjectReport(BaseModel):
     identity: dict[str, float | int | None]
     problems: list[Advice] = Field(description="What must change before training; empty when ready")
     advice: list[Advice] = Field(description="What would make the model better")
+
+
+class ConsentRead(BaseModel):
+    """The consent statement to show before creating a subject."""
+
+    version: str = Field(description="Send it as `consent_version` with POST /v1/subjects")
+    text: str

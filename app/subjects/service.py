@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from app.audit.service import record
 from app.core.errors import NotFound, Unprocessable
-from app.core.keys import subject_prefix, training_prefix
 from app.core.pagination import keyset
+from app.core.settings import Settings, get_settings
 from app.core.storage import Storage
-from app.core.tx import after_commit
-from app.db import Photo, Subject, Training, User
+from app.db import Photo, Subject, User
 from app.db.base import utcnow
+from app.privacy import erase
+from app.subjects.consent import accepted_version
 from app.subjects.schemas import PhotoCounts, SubjectCreate, SubjectRead
 
 
@@ -24,9 +26,20 @@ def create_subject(session: Session, *, user: User, data: SubjectCreate) -> Subj
             code="consent_required",
             hint="Send `consent: true` to confirm you are this person or have their permission.",
         )
-    subject = Subject(user_id=user.id, name=data.name, class_word=data.class_word, consent_at=utcnow())
+    version = accepted_version(data.consent_version)
+    subject = Subject(
+        user_id=user.id, name=data.name, class_word=data.class_word, consent_at=utcnow(), consent_version=version
+    )
     session.add(subject)
     session.flush()
+    record(
+        session,
+        action="subject_created",
+        user_id=user.id,
+        target_type="subject",
+        target_id=subject.id,
+        details={"consent_version": version},
+    )
     return subject
 
 
@@ -66,19 +79,17 @@ def to_read(subject: Subject, counts: PhotoCounts) -> SubjectRead:
         name=subject.name,
         class_word=subject.class_word,
         consent_at=subject.consent_at,
+        consent_version=subject.consent_version,
         created_at=subject.created_at,
         photos=counts,
     )
 
 
-def delete_subject(session: Session, *, subject: Subject, storage: Storage) -> None:
-    """Delete the subject and its photos; stored files go once the deletion has committed."""
-    trainings = list(session.scalars(select(Training.id).where(Training.subject_id == subject.id)))
-    session.execute(delete(Photo).where(Photo.subject_id == subject.id))
-    # A running training finds its row gone at its next progress write and stops.
-    session.execute(delete(Training).where(Training.subject_id == subject.id))
-    session.delete(subject)
-    session.flush()
-    prefixes = [subject_prefix(subject.user_id, subject.id)]
-    prefixes += [training_prefix(subject.user_id, t) for t in trainings]
-    after_commit(session, lambda: [storage.delete_prefix(p) for p in prefixes])
+def delete_subject(session: Session, *, subject: Subject, storage: Storage, settings: Settings | None = None) -> None:
+    """Delete the person: their photos and everything made from their face (trainings, models with their
+    samples, generations that used those models, emails and webhooks about them); stored files and
+    outbox emails go once the deletion has committed."""
+    settings = settings or get_settings()
+    found = erase.subject_footprint(session, subject=subject)
+    erase.erase_subject_files(session, subject=subject, found=found, storage=storage, settings=settings)
+    erase.delete_subject_rows(session, subject=subject, found=found)

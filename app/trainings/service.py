@@ -8,6 +8,7 @@ import zlib
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, selectinload
 
+from app.audit.service import record
 from app.core.errors import Conflict, NotFound, Unprocessable
 from app.core.queue import TRAIN_MODEL, enqueue
 from app.core.settings import Settings
@@ -122,6 +123,15 @@ def build_training(
     )
     session.add(training)
     session.flush()
+    details = {"subject_id": subject.id, "base_model": base.name, "steps": params["steps"]}
+    record(
+        session,
+        action="training_started",
+        user_id=user.id,
+        target_type="training",
+        target_id=training.id,
+        details=details,
+    )
     return training
 
 
@@ -195,6 +205,9 @@ def cancel_training(session: Session, *, training: Training, settings: Settings)
     session.flush()
     session.refresh(training)
     if canceled:
+        record(
+            session, action="training_canceled", user_id=training.user_id, target_type="training", target_id=training.id
+        )
         training.phases = {**(training.phases or {}), TrainingStatus.canceled: now.isoformat()}
         outbox.training_ended(session, training, settings)  # in the cancel's own transaction
         session.flush()

@@ -81,7 +81,7 @@ def sessions(settings: Any) -> sessionmaker[Session]:
 
 def _subject(sessions: sessionmaker[Session], account: Any) -> uuid.UUID:
     with session_scope(sessions) as session:
-        row = Subject(user_id=account.id, name="Ada", class_word="woman", consent_at=utcnow())
+        row = Subject(user_id=account.id, name="Ada", class_word="woman", consent_at=utcnow(), consent_version="test")
         session.add(row)
         session.flush()
         return row.id

@@ -23,7 +23,9 @@ from worker.training.tasks import _advance, _Job
 def job(settings: Any, account: Any) -> _Job:
     """A training in `preparing`, leased by worker token t1 (rows inserted directly: nothing is queued)."""
     with session_scope(session_factory(settings)) as session:
-        subject = Subject(user_id=account.id, name="Race", class_word="person", consent_at=utcnow())
+        subject = Subject(
+            user_id=account.id, name="Race", class_word="person", consent_at=utcnow(), consent_version="test"
+        )
         session.add(subject)
         session.flush()
         row = Training(

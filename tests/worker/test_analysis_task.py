@@ -38,7 +38,9 @@ def _insert(
     **values: Any,
 ) -> Photo:
     """A photo row added directly (so no task is queued for it), its original optionally stored."""
-    subject = Subject(user_id=account.id, name="Direct", class_word="person", consent_at=utcnow())
+    subject = Subject(
+        user_id=account.id, name="Direct", class_word="person", consent_at=utcnow(), consent_version="test"
+    )
     db.add(subject)
     db.flush()
     photo = Photo(
