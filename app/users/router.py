@@ -6,6 +6,7 @@ from datetime import datetime
 from fastapi import APIRouter, Response, status
 from pydantic import BaseModel, Field
 
+from app.audit.service import record
 from app.core.deps import DB, AppStorage, CurrentUser
 from app.notify.webhooks import new_secret
 from app.users import service
@@ -47,4 +48,8 @@ def rotate_webhook_secret(session: DB, user: CurrentUser) -> WebhookSecret:
 def delete_me(session: DB, user: CurrentUser, storage: AppStorage) -> Response:
     """Delete the account, everything it owns and every stored file. This cannot be undone."""
     service.delete_user(session, user=user, storage=storage)
+    # Kept without anything that points back at the person (their entries go with them, and so do their
+    # id, key prefix and address): only that an account was deleted, and when.
+    event = record(session, action="user_deleted", user_id=None, target_type="user", actor="erased")
+    event.ip_address = None
     return Response(status_code=status.HTTP_204_NO_CONTENT)

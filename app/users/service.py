@@ -6,16 +6,18 @@ import contextlib
 import re
 import uuid
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
+from app.audit.service import record
 from app.core.auth import DISPLAY_CHARS, hash_key, issue_key
 from app.core.errors import Conflict, NotFound, Unprocessable
-from app.core.keys import user_prefix
+from app.core.redact import redact
+from app.core.settings import Settings, get_settings
 from app.core.storage import Storage
-from app.core.tx import after_commit
-from app.db import ApiKey, Photo, Subject, User
+from app.db import ApiKey, User
 from app.db.base import utcnow
+from app.privacy import erase
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
@@ -73,7 +75,7 @@ def revoke_key(session: Session, *, ident: str) -> ApiKey:
     matches = list(session.scalars(select(ApiKey).where(or_(*conditions))))
     if not matches:
         raise NotFound(
-            f"No API key matches {ident!r}.",
+            f"No API key matches {redact(ident)!r}.",  # a mistyped key is still not echoed
             code="key_not_found",
             hint="`lookalike keys list EMAIL` shows ids and prefixes.",
         )
@@ -82,15 +84,11 @@ def revoke_key(session: Session, *, ident: str) -> ApiKey:
     key = matches[0]
     if key.revoked_at is None:
         key.revoked_at = utcnow()
+        record(session, action="key_revoked", user_id=key.user_id, target_type="api_key", target_id=key.id)
     return key
 
 
-def delete_user(session: Session, *, user: User, storage: Storage) -> None:
-    """Delete the user, every row they own, and (after the commit) every stored object."""
-    session.execute(delete(Photo).where(Photo.user_id == user.id))
-    session.execute(delete(Subject).where(Subject.user_id == user.id))
-    session.execute(delete(ApiKey).where(ApiKey.user_id == user.id))
-    session.delete(user)
-    session.flush()
-    prefix = user_prefix(user.id)
-    after_commit(session, lambda: storage.delete_prefix(prefix))
+def delete_user(session: Session, *, user: User, storage: Storage, settings: Settings | None = None) -> None:
+    """Delete the user, every row that names them, and (after the commit) every stored object and outbox email."""
+    erase.erase_user_files(session, user=user, storage=storage, settings=settings or get_settings())
+    erase.delete_user_rows(session, user=user)

@@ -25,6 +25,7 @@ RULE_MODULES = (
     "worker.training.recovery",
     "worker.generation.recovery",
     "worker.notify.recovery",
+    "worker.housekeeping.retention",
 )
 
 

@@ -112,6 +112,18 @@ def run_training(
             return "failed"
         finally:
             free_memory()
+            _erase_if_deleted(sessions, storage, job)
+
+
+def _erase_if_deleted(sessions: sessionmaker[Session], storage: Storage, job: _Job) -> None:
+    """A training deleted while it ran (with its subject or user): remove whatever it wrote after the deletion."""
+    try:
+        with session_scope(sessions) as session:
+            gone = session.get(Training, job.id) is None
+        if gone:
+            storage.delete_prefix(training_prefix(job.user_id, job.id))
+    except Exception:  # noqa: BLE001 - the job has ended either way
+        log.warning("could not check whether training %s was deleted", job.id, exc_info=True)
 
 
 @retried
