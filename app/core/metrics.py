@@ -26,6 +26,10 @@ PHOTOS_UPLOADED = Counter("lookalike_photos_accepted_total", "Photos accepted by
 FILES_REJECTED = Counter(
     "lookalike_files_rejected_total", "Uploaded files rejected, by reason", ["code"], registry=REGISTRY
 )
+# By action only: a label per API key would grow without bound (and keys are never written anywhere).
+RATE_LIMITED = Counter(
+    "lookalike_rate_limited_total", "Requests refused by a rate limit, by action", ["action"], registry=REGISTRY
+)
 
 
 class MetricsMiddleware:
