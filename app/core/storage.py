@@ -14,7 +14,7 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import quote, urlparse
 
 from app.core.settings import Settings, get_settings
 
@@ -87,6 +87,16 @@ class Storage(ABC):
             return self.get(key)
         except ObjectNotFound:
             return None
+
+    def presigned_url(
+        self, key: str, *, expires_s: int, filename: str | None = None, content_type: str | None = None
+    ) -> str | None:
+        """A link that fetches the object without credentials for `expires_s` seconds; None if the store cannot.
+
+        A folder or a scoped view cannot: callers stream the object instead. `filename` and `content_type`
+        are what the link's response says (Content-Disposition: attachment).
+        """
+        return None
 
 
 class Scoped(Storage):
@@ -229,15 +239,31 @@ class S3Storage(Storage):
     """Objects in an S3 bucket under an optional prefix, through boto3."""
 
     def __init__(
-        self, bucket: str, prefix: str = "", *, endpoint_url: str | None = None, region: str | None = None
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        public_endpoint_url: str | None = None,
     ) -> None:
         import boto3
         from botocore.config import Config
 
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        region = region or "us-east-1"
         config = Config(retries={"max_attempts": 4, "mode": "standard"}, max_pool_connections=32)
-        self.client = boto3.client("s3", endpoint_url=endpoint_url, region_name=region or "us-east-1", config=config)
+        self.client = boto3.client("s3", endpoint_url=endpoint_url, region_name=region, config=config)
+        # Links are signed for the address users reach (SigV4 signs the host), which may differ from the
+        # one this process uses (http://minio:9000 inside, https://s3.example.com outside). Signing needs
+        # no network, so this client never connects anywhere.
+        self.signer = boto3.client(
+            "s3",
+            endpoint_url=public_endpoint_url or endpoint_url,
+            region_name=region,
+            config=Config(signature_version="s3v4"),
+        )
 
     def _k(self, key: str) -> str:
         return self.prefix + check_key(key)
@@ -312,6 +338,16 @@ class S3Storage(Storage):
     def check(self) -> None:
         self.client.head_bucket(Bucket=self.bucket)
 
+    def presigned_url(
+        self, key: str, *, expires_s: int, filename: str | None = None, content_type: str | None = None
+    ) -> str:
+        params = {"Bucket": self.bucket, "Key": self._k(key)}
+        if filename is not None:
+            params["ResponseContentDisposition"] = content_disposition(filename)
+        if content_type is not None:
+            params["ResponseContentType"] = content_type
+        return self.signer.generate_presigned_url("get_object", Params=params, ExpiresIn=expires_s)
+
 
 def _stream_chunks(body, chunk_size: int) -> Iterator[bytes]:  # noqa: ANN001
     try:
@@ -320,7 +356,18 @@ def _stream_chunks(body, chunk_size: int) -> Iterator[bytes]:  # noqa: ANN001
         body.close()
 
 
-def storage_from_url(url: str, *, endpoint_url: str | None = None, region: str | None = None) -> Storage:
+def content_disposition(filename: str) -> str:
+    """`attachment` with the name: quoted ASCII for every client, and RFC 5987 UTF-8 when it is not ASCII."""
+    fallback = "".join(c if " " <= c <= "~" and c not in '"\\' else "_" for c in filename) or "download"
+    header = f'attachment; filename="{fallback}"'
+    if fallback != filename:
+        header += f"; filename*=UTF-8''{quote(filename, safe='')}"
+    return header
+
+
+def storage_from_url(
+    url: str, *, endpoint_url: str | None = None, region: str | None = None, public_endpoint_url: str | None = None
+) -> Storage:
     """`file:///abs/path` or `s3://bucket/optional/prefix`."""
     parsed = urlparse(url)
     if parsed.scheme == "file":
@@ -328,19 +375,27 @@ def storage_from_url(url: str, *, endpoint_url: str | None = None, region: str |
     if parsed.scheme == "s3":
         if not parsed.netloc:
             raise ValueError(f"LOOKALIKE_STORAGE_URL {url!r} names no bucket (s3://bucket/prefix)")
-        return S3Storage(parsed.netloc, parsed.path, endpoint_url=endpoint_url, region=region)
+        return S3Storage(
+            parsed.netloc,
+            parsed.path,
+            endpoint_url=endpoint_url,
+            region=region,
+            public_endpoint_url=public_endpoint_url,
+        )
     raise ValueError(f"LOOKALIKE_STORAGE_URL {url!r}: use file:///path or s3://bucket/prefix")
 
 
-_STORES: dict[tuple[str, str | None], Storage] = {}
+_STORES: dict[tuple[str, str | None, str | None], Storage] = {}
 _STORES_LOCK = threading.Lock()
 
 
 def get_storage(settings: Settings | None = None) -> Storage:
     """The process-wide store for the configured URL."""
     settings = settings or get_settings()
-    ident = (settings.resolved_storage_url, settings.s3_endpoint_url)
+    ident = (settings.resolved_storage_url, settings.s3_endpoint_url, settings.s3_public_endpoint_url)
     with _STORES_LOCK:
         if ident not in _STORES:
-            _STORES[ident] = storage_from_url(ident[0], endpoint_url=ident[1], region=settings.s3_region)
+            _STORES[ident] = storage_from_url(
+                ident[0], endpoint_url=ident[1], region=settings.s3_region, public_endpoint_url=ident[2]
+            )
         return _STORES[ident]

@@ -8,7 +8,10 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Response, status
 from fastapi.responses import StreamingResponse
 
+from app.audit.service import record
+from app.core import downloads
 from app.core.deps import DB, AppSettings, AppStorage, CurrentUser
+from app.core.downloads import REDIRECT, DownloadLink, download_response
 from app.core.errors import NotFound
 from app.core.pagination import Page, PageParams, next_cursor
 from app.core.storage import ObjectNotFound
@@ -39,30 +42,77 @@ def delete_model(model_id: uuid.UUID, session: DB, user: CurrentUser, storage: A
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get("/{model_id}/download", response_class=StreamingResponse)
+Format = Literal["diffusers", "kohya"]
+OCTETS = {200: {"content": {"application/octet-stream": {}}, "description": "the .safetensors file"}}
+
+
+def _file(session: DB, user: CurrentUser, model_id: uuid.UUID, format: Format, how: str) -> tuple:  # noqa: A002
+    """The model's file entry and the error for a missing one, after the owner check; audited."""
+    model = service.get_model(session, user=user, model_id=model_id)
+    missing = NotFound(
+        f"The {format} file of this model is missing.", code="file_missing", hint="Train the model again."
+    )
+    entry = model.files.get(format)
+    if entry is None:
+        raise missing
+    record(
+        session,
+        action="model_downloaded",
+        user_id=user.id,
+        target_type="model",
+        target_id=model.id,
+        details={"format": format, "via": how},
+    )
+    return model, entry, missing
+
+
+@router.get("/{model_id}/download", response_class=StreamingResponse, responses={**OCTETS, **REDIRECT})
 def download(
     model_id: uuid.UUID,
     session: DB,
     user: CurrentUser,
+    settings: AppSettings,
     storage: AppStorage,
-    format: Literal["diffusers", "kohya"] = "diffusers",  # noqa: A002 - the query parameter's name
-) -> StreamingResponse:
-    """The LoRA as `.safetensors`: `diffusers` for `load_lora_weights`, `kohya` for ComfyUI/A1111/Forge."""
-    model = service.get_model(session, user=user, model_id=model_id)
-    entry = model.files.get(format)
-    try:
-        if entry is None:
-            raise ObjectNotFound(format)
-        chunks = storage.iter_chunks(entry["key"])
-    except ObjectNotFound:
-        raise NotFound(
-            f"The {format} file of this model is missing.", code="file_missing", hint="Train the model again."
-        ) from None
-    headers = {
-        "Content-Disposition": f'attachment; filename="{service.download_name(model, format)}"',
-        "Content-Length": str(entry["size_bytes"]),
-    }
-    return StreamingResponse(chunks, media_type="application/octet-stream", headers=headers)
+    format: Format = "diffusers",  # noqa: A002 - the query parameter's name
+) -> Response:
+    """The LoRA as `.safetensors`: `diffusers` for `load_lora_weights`, `kohya` for ComfyUI/A1111/Forge.
+
+    With S3 storage the answer is a 307 to a presigned link; `curl -L` and browsers follow it.
+    """
+    model, entry, missing = _file(session, user, model_id, format, "download")
+    return download_response(
+        storage,
+        entry["key"],
+        filename=service.download_name(model, format),
+        content_type="application/octet-stream",
+        size_bytes=entry["size_bytes"],
+        settings=settings,
+        missing=missing,
+    )
+
+
+@router.get("/{model_id}/download-link", response_model=DownloadLink)
+def download_link(
+    model_id: uuid.UUID,
+    session: DB,
+    user: CurrentUser,
+    settings: AppSettings,
+    storage: AppStorage,
+    format: Format = "diffusers",  # noqa: A002 - the query parameter's name
+) -> DownloadLink:
+    """Where to fetch the LoRA, for clients that cannot follow the download's redirect with their key (the
+    web page): with S3 a presigned link valid for 15 minutes at most, else the download URL itself."""
+    model, entry, missing = _file(session, user, model_id, format, "link")
+    return downloads.download_link(
+        storage,
+        entry["key"],
+        api_url=f"{settings.public_url.rstrip('/')}/v1/models/{model.id}/download?format={format}",
+        filename=service.download_name(model, format),
+        content_type="application/octet-stream",
+        size_bytes=entry["size_bytes"],
+        settings=settings,
+        missing=missing,
+    )
 
 
 JPEG = {200: {"content": {"image/jpeg": {}}, "description": "the JPEG image"}}

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import stat
+import struct
 import warnings
 import zipfile
 from dataclasses import dataclass
@@ -35,6 +37,13 @@ ACCEPTED_FORMATS = {"JPEG": "JPEG", "MPO": "JPEG", "PNG": "PNG", "WEBP": "WebP",
 ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 READ_CHUNK = 1024 * 1024
 THUMB_QUALITY = 85
+# A photo's name, archive path included, is stored in a column of this many characters.
+MAX_NAME_CHARS = 1024
+# The most one entry takes in a zip's directory (a long name and extras): zipfile parses the whole
+# directory up front, one object per entry, so its size is bounded by this times the entry limit first.
+ZIP_DIRECTORY_BYTES_PER_ENTRY = 46 + MAX_NAME_CHARS + 512
+# Control characters (tab and newline apart) in a caption: binary junk, and NUL is refused by Postgres.
+_CAPTION_JUNK = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -111,7 +120,7 @@ def _is_caption(name: str) -> bool:
 
 
 def _decode_caption(data: bytes, settings: Settings) -> str | None:
-    text = data.decode("utf-8", errors="replace").strip()
+    text = _CAPTION_JUNK.sub("", data.decode("utf-8", errors="replace")).strip()
     return text[: settings.max_caption_chars] or None
 
 
@@ -162,6 +171,7 @@ def extract_zip(
     encryption, more entries or more uncompressed bytes than the limits. An entry over
     the per-file limit is rejected alone; the rest of the archive still counts.
     """
+    _check_directory_size(archive_name, stream, settings)
     try:
         archive = zipfile.ZipFile(stream)
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
@@ -213,6 +223,16 @@ def extract_zip(
                     "Unzip the inner archive and upload its photos directly.",
                 )
             display = f"{archive_name}/{name}"
+            if len(display) > MAX_NAME_CHARS:
+                rejected.append(
+                    Rejection(
+                        display[:200] + "…",
+                        "name_too_long",
+                        f"{display[:200]}… has a path of {len(display)} characters, over {MAX_NAME_CHARS}.",
+                        "Give the photo a shorter name, or keep it in a shallower folder of the archive.",
+                    )
+                )
+                continue
             limit = min(settings.max_file_bytes, settings.zip_max_uncompressed_bytes - total)
             try:
                 with archive.open(info) as member:
@@ -247,6 +267,30 @@ def extract_zip(
                 )
             files.append((name, data))
     return [(f"{archive_name}/{name}", data) for name, data in files], rejected
+
+
+def _check_directory_size(archive_name: str, stream: BinaryIO, settings: Settings) -> None:
+    """Refuse a zip whose directory lists more entries than allowed before zipfile parses all of it.
+
+    zipfile builds one object per entry up front, so a directory of millions of tiny entries would
+    take gigabytes before the entry limit is ever counted.
+    """
+    try:
+        end = zipfile._EndRecData(stream)  # the end-of-directory record (Zip64 included), as zipfile reads it
+    except (OSError, ValueError, struct.error):
+        end = None
+    finally:
+        stream.seek(0)
+    if not end:
+        return  # not a readable zip: zipfile says so next
+    entries, size = end[zipfile._ECD_ENTRIES_TOTAL], end[zipfile._ECD_SIZE]
+    if entries > settings.zip_max_entries or size > settings.zip_max_entries * ZIP_DIRECTORY_BYTES_PER_ENTRY:
+        raise Rejected(
+            "archive_too_many_entries",
+            f"{archive_name} lists more than {settings.zip_max_entries} entries.",
+            "Split the photos over several smaller archives.",
+            status=413,
+        )
 
 
 def _too_many_pixels(name: str, settings: Settings, size: str = "too many pixels") -> Rejected:

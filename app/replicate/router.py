@@ -10,10 +10,13 @@ from fastapi import APIRouter, Depends, File, Form, Header, Request, Response, U
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
+from app.audit.service import record
 from app.core.auth import authenticate
-from app.core.deps import DB, AppSettings, AppStorage
+from app.core.deps import DB, AppSettings, AppStorage, Bearer
+from app.core.downloads import REDIRECT, download_response
 from app.core.errors import NotFound, Unprocessable
-from app.core.storage import ObjectNotFound
+from app.core.http_ratelimit import RateLimit, ReplicateRateLimitedRoute
+from app.core.ratelimit import GENERATIONS, TRAININGS, UPLOADS
 from app.db import ACTIVE_GENERATION, Generation, Model, ReplicateModel, UploadedFile, User
 from app.files import service as files
 from app.generations import service as generations
@@ -32,18 +35,19 @@ from app.replicate.schemas import (
     VersionRead,
 )
 
-router = APIRouter(prefix="/v1")
+router = APIRouter(prefix="/v1", route_class=ReplicateRateLimitedRoute)
 
 # `Prefer: wait` is held this much less than asked (half of a short wait): the client's read timeout is the
 # wait plus 0.5 s, and the answer (outputs as data URIs included) must reach it before that.
 WAIT_MARGIN_S = 1.0
 
 
-def _user(session: DB, authorization: Annotated[str | None, Header()] = None) -> User:
+def _user(request: Request, session: DB, _: Bearer) -> User:
     # The client sends `Bearer <token>`; older clients and Replicate's curl examples send `Token <token>`.
+    authorization = request.headers.get("authorization")
     if authorization and authorization[:6].lower() == "token ":
         authorization = "Bearer " + authorization[6:]
-    return authenticate(session, authorization=authorization)
+    return authenticate(session, authorization=authorization, ip=request.client.host if request.client else None)
 
 
 def _context(
@@ -129,6 +133,7 @@ def delete_version(owner: str, name: str, version_id: str, ctx: Ctx) -> Response
     "/models/{owner}/{name}/versions/{version_id:path}/trainings",
     status_code=status.HTTP_201_CREATED,
     response_model=TrainingRead,
+    dependencies=[Depends(RateLimit(TRAININGS))],
 )
 def create_training(
     owner: str, name: str, version_id: str, body: TrainingCreate, request: Request, ctx: Ctx
@@ -167,7 +172,12 @@ def cancel_training(training_id: str, ctx: Ctx) -> TrainingRead:
 # --- predictions ----------------------------------------------------------------------------------------
 
 
-@router.post("/predictions", status_code=status.HTTP_201_CREATED, response_model=PredictionRead)
+@router.post(
+    "/predictions",
+    status_code=status.HTTP_201_CREATED,
+    response_model=PredictionRead,
+    dependencies=[Depends(RateLimit(GENERATIONS))],
+)
 def create_prediction(
     body: PredictionCreate, request: Request, response: Response, ctx: Ctx, prefer: PreferHeader = None
 ) -> PredictionRead:
@@ -176,7 +186,12 @@ def create_prediction(
     return _predict(ctx, model, row, body, request, response, prefer)
 
 
-@router.post("/models/{owner}/{name}/predictions", status_code=status.HTTP_201_CREATED, response_model=PredictionRead)
+@router.post(
+    "/models/{owner}/{name}/predictions",
+    status_code=status.HTTP_201_CREATED,
+    response_model=PredictionRead,
+    dependencies=[Depends(RateLimit(GENERATIONS))],
+)
 def create_model_prediction(
     owner: str,
     name: str,
@@ -250,7 +265,12 @@ def cancel_prediction(prediction_id: str, ctx: Ctx) -> PredictionRead:
 # --- files ----------------------------------------------------------------------------------------------
 
 
-@router.post("/files", status_code=status.HTTP_201_CREATED, response_model=FileRead)
+@router.post(
+    "/files",
+    status_code=status.HTTP_201_CREATED,
+    response_model=FileRead,
+    dependencies=[Depends(RateLimit(UPLOADS))],
+)
 def create_file(
     ctx: Ctx,
     content: Annotated[UploadFile, File(description="the file")],
@@ -287,16 +307,20 @@ def get_file(file_id: str, ctx: Ctx) -> FileRead:
     return service.to_file_read(_file(ctx.session, ctx.user, file_id), ctx.settings)
 
 
-@router.get("/files/{file_id}/download", response_class=StreamingResponse)
-def download_file(file_id: str, ctx: Ctx) -> StreamingResponse:
-    """The file's content, for its owner (send the API key)."""
+@router.get("/files/{file_id}/download", response_class=StreamingResponse, responses=REDIRECT)
+def download_file(file_id: str, ctx: Ctx) -> Response:
+    """The file's content, for its owner (send the API key); with S3 storage a 307 to a presigned link."""
     row = _file(ctx.session, ctx.user, file_id)
-    try:
-        chunks = ctx.storage.iter_chunks(row.key)
-    except ObjectNotFound:
-        raise NotFound("The file's content is missing.", code="file_missing", hint="Upload it again.") from None
-    headers = {"Content-Length": str(row.size_bytes), "Content-Disposition": f'attachment; filename="{row.name}"'}
-    return StreamingResponse(chunks, media_type=row.content_type, headers=headers)
+    record(ctx.session, action="file_downloaded", user_id=ctx.user.id, target_type="file", target_id=row.id)
+    return download_response(
+        ctx.storage,
+        row.key,
+        filename=row.name,
+        content_type=row.content_type,
+        size_bytes=row.size_bytes,
+        settings=ctx.settings,
+        missing=NotFound("The file's content is missing.", code="file_missing", hint="Upload it again."),
+    )
 
 
 @router.delete("/files/{file_id}", status_code=status.HTTP_204_NO_CONTENT)
