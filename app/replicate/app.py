@@ -19,7 +19,9 @@ from starlette.datastructures import State
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import __version__
+from app.core import docs
 from app.core.errors import AppError
+from app.core.redact import redact
 from app.replicate.router import router
 
 log = logging.getLogger(__name__)
@@ -34,7 +36,10 @@ def create_replicate_app(state: State) -> FastAPI:
         version=__version__,
         description="Point the `replicate` client at it: REPLICATE_BASE_URL=<this service>/replicate and "
         "REPLICATE_API_TOKEN=<a Lookalike API key>.",
+        docs_url=None,  # app.core.docs serves them with local assets
+        redoc_url=None,
     )
+    docs.install(sub)
     sub.state = state
     install_problem_handlers(sub)
     sub.include_router(router)
@@ -47,7 +52,7 @@ def problem(status: int, code: str, detail: str, hint: str | None = None, **extr
         "type": f"urn:lookalike:error:{code}",
         "title": _phrase(status),
         "status": status,
-        "detail": detail,
+        "detail": redact(detail),  # it may echo the request (a path, a name): never a key pasted into it
         "code": code,
         "hint": hint,
     }
