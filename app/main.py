@@ -11,11 +11,14 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app import __version__
+from app.audit.router import router as audit_router
+from app.core import docs, openapi
 from app.core.db import check_schema, get_engine, session_factory
 from app.core.http_errors import install_error_handlers
 from app.core.limits import BodySizeLimit
 from app.core.metrics import MetricsMiddleware
 from app.core.queue import make_celery
+from app.core.redact import install_key_redaction
 from app.core.settings import Settings, get_settings
 from app.core.storage import get_storage
 from app.files.router import router as files_router
@@ -26,6 +29,7 @@ from app.models.router import router as models_router
 from app.photos.ingest import allow_pillow_pixels
 from app.photos.router import router as photos_router
 from app.replicate.app import create_replicate_app
+from app.subjects.router import consent_router
 from app.subjects.router import router as subjects_router
 from app.trainings.base_models import router as base_models_router
 from app.trainings.router import router as trainings_router
@@ -55,13 +59,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description="Train a personal face LoRA from your photos, on hardware you control.",
         lifespan=lifespan,
+        docs_url=None,  # app.core.docs serves them with local assets
+        redoc_url=None,
     )
+    openapi.install(app)
+    docs.install(app)
     app.state.settings = settings
     app.state.engine = get_engine(settings)
     app.state.session_factory = session_factory(settings)
     app.state.storage = get_storage(settings)
     app.state.celery = make_celery(settings, name="lookalike-api")  # for readiness; tasks go through app.core.queue
     allow_pillow_pixels(settings.max_image_pixels)
+    install_key_redaction()  # a key sent in a query string must not reach the access log
 
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
@@ -69,6 +78,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     routers = (
         health_router,
         users_router,
+        audit_router,
+        consent_router,
         subjects_router,
         photos_router,
         trainings_router,

@@ -12,8 +12,6 @@ from fastapi import Query
 from pydantic import BaseModel
 from sqlalchemy import Select
 
-from app.core.errors import BadRequest
-
 T = TypeVar("T")
 
 
@@ -26,17 +24,12 @@ class PageParams:
     def __init__(
         self,
         limit: Annotated[int, Query(ge=1, le=1000, description="Items per page")] = 100,
-        cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page")] = None,
+        cursor: Annotated[uuid.UUID | None, Query(description="`next_cursor` of the previous page")] = None,
     ) -> None:
+        # A cursor is the last id of the previous page: typed as such, so the document says so and a
+        # malformed one is refused like any other bad parameter (422, naming `cursor`).
         self.limit = limit
-        try:
-            self.after = uuid.UUID(cursor) if cursor else None
-        except ValueError:
-            raise BadRequest(
-                "The cursor is not valid.",
-                code="invalid_cursor",
-                hint="Pass the `next_cursor` value of the previous page unchanged.",
-            ) from None
+        self.after = cursor
 
 
 def keyset(query: Select, id_column: Any, *, after: uuid.UUID | None, limit: int) -> Select:

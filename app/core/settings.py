@@ -26,6 +26,10 @@ class Settings(BaseSettings):
     storage_url: str | None = None
     s3_endpoint_url: str | None = None
     s3_region: str | None = None
+    # Downloads from S3 answer a redirect to a presigned link that lives this long (15 minutes at most),
+    # signed for s3_public_endpoint_url when users reach the store at another address than this process.
+    s3_public_endpoint_url: str | None = None
+    download_link_seconds: int = Field(default=900, ge=1, le=900)
     broker_url: str | None = None
     # Prefix for every broker key, so that several deployments (or test runs) can share one Redis.
     broker_key_prefix: str = ""
@@ -48,6 +52,14 @@ class Settings(BaseSettings):
     max_photos_per_subject: int = Field(default=5000, ge=1)
     max_caption_chars: int = Field(default=1000, ge=1)
     upload_threads: int = Field(default=0, ge=0)  # 0: one per CPU core
+
+    # Rate limits per API key, as N/second, N/minute, N/hour, N/day or N/<seconds>s; 0 or empty turns one off.
+    # Every request counts. A person uploads a few batches (the web page sends up to 64 MB per request) or a
+    # script one photo per request; a training runs for minutes to hours; one generation request can ask for
+    # several images. Shared by all API processes through Redis; per process with the embedded broker.
+    rate_limit_uploads: str = "120/minute"
+    rate_limit_trainings: str = "10/hour"
+    rate_limit_generations: str = "60/minute"
 
     thumb_size: int = Field(default=512, ge=32)
 
@@ -85,6 +97,9 @@ class Settings(BaseSettings):
     # of the same job waits at least twice as long, so a long backlog is not flooded with copies.
     sweep_interval_s: float = Field(default=15.0, gt=0)
     requeue_after_s: float = Field(default=120.0, gt=0)
+    # Retention: this long after a training ends, the sweep deletes its cache and checkpoints and the
+    # subject's photos it was trained on (originals, crops, thumbnails); the LoRA and its samples stay.
+    retention_days: float = Field(default=7.0, ge=0)
 
     # Notifications (email and webhooks, through the outbox). A temporary failure is tried again after
     # notify_retry_s, then three times as long each time, up to notify_max_attempts tries; a claim
@@ -130,6 +145,14 @@ class Settings(BaseSettings):
                 re.compile(pattern)
             except re.error as exc:
                 raise ValueError(f"prompt_deny_patterns: {pattern!r} is not a regular expression: {exc}") from None
+        return value
+
+    @field_validator("rate_limit_uploads", "rate_limit_trainings", "rate_limit_generations")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        from app.core.ratelimit import parse_rate
+
+        parse_rate(value)  # a typo stops the start with the accepted forms, rather than turning a limit off
         return value
 
     @field_validator("data_dir")

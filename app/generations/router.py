@@ -9,14 +9,17 @@ from fastapi import APIRouter, Depends, Header, Request, Response, status
 
 from app.core.deps import DB, AppSettings, AppStorage, CurrentUser
 from app.core.errors import AppError, NotFound
+from app.core.http_ratelimit import RateLimit, RateLimitedRoute
+from app.core.openapi import errors
 from app.core.pagination import Page, PageParams, next_cursor
+from app.core.ratelimit import GENERATIONS
 from app.core.storage import ObjectNotFound
 from app.generations import service
 from app.generations.params import OUTPUT_FORMATS
 from app.generations.schemas import GenerationCreate, GenerationRead, ModelImageCreate
 
-router = APIRouter(prefix="/v1/generations", tags=["generations"])
-models_router = APIRouter(prefix="/v1/models", tags=["generations"])
+router = APIRouter(prefix="/v1/generations", tags=["generations"], route_class=RateLimitedRoute)
+models_router = APIRouter(prefix="/v1/models", tags=["generations"], route_class=RateLimitedRoute)
 
 PreferHeader = Annotated[
     str | None,
@@ -25,7 +28,13 @@ PreferHeader = Annotated[
 IMAGES = {200: {"content": {t: {} for t in OUTPUT_FORMATS.values()}, "description": "the image"}}
 
 
-@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=GenerationRead)
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=GenerationRead,
+    dependencies=[Depends(RateLimit(GENERATIONS))],
+    responses=errors(404),
+)
 def create_generation(
     data: GenerationCreate,
     request: Request,
@@ -109,7 +118,12 @@ def _image(storage: AppStorage, key: str, media_type: str) -> Response:
     return Response(data, media_type=media_type, headers={"Cache-Control": "private, max-age=3600"})
 
 
-@models_router.post("/{model_id}/image", response_class=Response, responses=IMAGES)
+@models_router.post(
+    "/{model_id}/image",
+    response_class=Response,
+    responses=IMAGES,
+    dependencies=[Depends(RateLimit(GENERATIONS))],
+)
 def model_image(
     model_id: uuid.UUID,
     data: ModelImageCreate,

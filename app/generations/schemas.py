@@ -22,14 +22,27 @@ AspectRatio = Literal["1:1", "2:3", "3:2", "4:5", "5:4", "9:16", "16:9"]
 assert set(AspectRatio.__args__) == set(ASPECT_RATIOS)  # noqa: S101 - one list, spelled twice for the schema
 
 
+def _set(*names: str) -> dict:
+    """JSON Schema for "these fields are present and not null" (the models' cross-field rules, said in the
+    schema so that a generated client, or schemathesis, knows them)."""
+    return {"required": list(names), "properties": {n: {"not": {"type": "null"}} for n in names}}
+
+
 class LoraRef(BaseModel):
     """One LoRA: one of your models, a file you uploaded (POST /v1/files), or a .safetensors URL."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"oneOf": [_set("model_id"), _set("file_id"), _set("url")]}
+    )
 
     model_id: uuid.UUID | None = None
     file_id: uuid.UUID | None = None
-    url: str | None = Field(default=None, max_length=2048, description="an https URL of a .safetensors LoRA")
+    url: str | None = Field(
+        default=None,
+        max_length=2048,
+        json_schema_extra={"pattern": r"^https?://"},  # checked, with a worded refusal, by the service
+        description="an https URL of a .safetensors LoRA",
+    )
     scale: float | None = Field(default=None, ge=-2.0, le=2.0, description="default: lora_scale")
 
     @model_validator(mode="after")
@@ -45,7 +58,12 @@ class Sweep(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    scales: list[float] = Field(default=list(SWEEP_SCALES), min_length=2, max_length=16)
+    scales: list[float] = Field(
+        default=list(SWEEP_SCALES),
+        min_length=2,
+        max_length=16,
+        json_schema_extra={"items": {"type": "number", "minimum": -2.0, "maximum": 2.0}},
+    )
 
     @model_validator(mode="after")
     def _range(self) -> Sweep:
@@ -55,12 +73,17 @@ class Sweep(BaseModel):
 
 
 class Matrix(BaseModel):
-    """A prompt matrix: `{name}` in the prompt replaced by each value, same seed (e.g. ages 20 to 80)."""
+    """A prompt matrix: `{name}` in the prompt replaced by each value, same seed (e.g. ages 20 to 80); a prompt
+    without `{name}` gets each value at its end."""
 
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,31}$", description="the placeholder, used as {name}")
-    values: list[str] = Field(min_length=2, max_length=16)
+    values: list[str] = Field(
+        min_length=2,
+        max_length=16,
+        json_schema_extra={"items": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": r"\S"}},
+    )
 
     @model_validator(mode="after")
     def _values(self) -> Matrix:
@@ -72,7 +95,7 @@ class Matrix(BaseModel):
 class ImageOptions(BaseModel):
     """What one image is made with: the options shared by a generation and `POST /v1/models/{id}/image`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"not": _set("width", "height", "aspect_ratio")})
 
     loras: list[LoraRef] = Field(default_factory=list, max_length=4, description="several LoRAs, applied together")
     prompt: str = Field(min_length=1, max_length=2000, description="the trigger word is put in front when missing")
@@ -97,6 +120,16 @@ class ImageOptions(BaseModel):
 
 
 class GenerationCreate(ImageOptions):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "allOf": [
+                {"not": _set("width", "height", "aspect_ratio")},
+                {"not": _set("sweep", "matrix")},
+                {"anyOf": [_set("model_id"), {"required": ["loras"], "properties": {"loras": {"minItems": 1}}}]},
+            ]
+        }
+    )
+
     model_id: uuid.UUID | None = Field(default=None, description="one of your models (or use `loras`)")
     base_model: str | None = Field(
         default=None, max_length=300, description="default: the first model's base (required with only files/URLs)"
@@ -112,7 +145,8 @@ class GenerationCreate(ImageOptions):
         if self.sweep is not None and self.matrix is not None:
             raise ValueError("give sweep or matrix, not both")
         if self.matrix is not None and "{" + self.matrix.name + "}" not in self.prompt:
-            raise ValueError(f"the prompt must contain {{{self.matrix.name}}} for the matrix")
+            # No place for the values in the prompt: each goes at its end.
+            self.prompt = f"{self.prompt}, {{{self.matrix.name}}}"
         return self
 
 

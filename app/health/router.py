@@ -25,7 +25,10 @@ def _check_broker(celery: Celery) -> None:
         conn.ensure_connection(max_retries=1, timeout=3)
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    responses={503: {"description": "A dependency is not reachable; `checks` says which"}},
+)
 def readyz(request: Request) -> JSONResponse:
     """Database (migrated), storage and broker all reachable."""
     state = request.app.state
@@ -48,6 +51,10 @@ def readyz(request: Request) -> JSONResponse:
     )
 
 
-@router.get("/metrics")
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"description": "Prometheus text format", "content": {CONTENT_TYPE_LATEST: {}}}},
+)
 def metrics() -> Response:
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

@@ -6,21 +6,30 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, File, Query, Request, Response, UploadFile, status
 from fastapi.responses import StreamingResponse
 
+from app.audit.service import record
 from app.core.deps import DB, AppSettings, AppStorage, CurrentUser
 from app.core.errors import AppError, NotFound
+from app.core.http_ratelimit import RateLimit, RateLimitedRoute
 from app.core.metrics import FILES_REJECTED, PHOTOS_UPLOADED
+from app.core.openapi import REQUIRED_PART
 from app.core.pagination import Page, PageParams, next_cursor
+from app.core.ratelimit import UPLOADS
 from app.core.storage import ObjectNotFound
 from app.photos import service
 from app.photos.schemas import PhotoRead, PhotoUpdate, UploadResult
 from app.subjects.service import get_subject
 
-router = APIRouter(prefix="/v1/subjects/{subject_id}/photos", tags=["photos"])
+router = APIRouter(prefix="/v1/subjects/{subject_id}/photos", tags=["photos"], route_class=RateLimitedRoute)
 
 _MEDIA_TYPES = {"jpg": "image/jpeg", "png": "image/png"}
 
 
-@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=UploadResult)
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=UploadResult,
+    dependencies=[Depends(RateLimit(UPLOADS))],
+)
 def upload_photos(
     subject_id: uuid.UUID,
     request: Request,
@@ -29,7 +38,8 @@ def upload_photos(
     settings: AppSettings,
     storage: AppStorage,
     files: Annotated[
-        list[UploadFile] | None, File(description="Images (JPEG, PNG, WebP, HEIC) and/or zip archives")
+        list[UploadFile] | None,
+        File(description="Images (JPEG, PNG, WebP, HEIC) and/or zip archives", json_schema_extra={REQUIRED_PART: True}),
     ] = None,
 ) -> UploadResult:
     """Upload photos; each accepted one is analysed in the background."""
@@ -124,4 +134,6 @@ def delete_photo(
     subject = get_subject(session, user=user, subject_id=subject_id)
     photo = service.get_photo(session, subject=subject, photo_id=photo_id)
     service.delete_photo(session, photo=photo, storage=storage, settings=settings)
+    details = {"subject_id": subject_id}
+    record(session, action="photo_deleted", user_id=user.id, target_type="photo", target_id=photo_id, details=details)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

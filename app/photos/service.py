@@ -19,7 +19,7 @@ from fastapi import UploadFile
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from app.core.errors import AppError, BadRequest, NotFound
+from app.core.errors import BadRequest, NotFound
 from app.core.ids import new_id
 from app.core.keys import photo_key, photo_prefix
 from app.core.pagination import keyset
@@ -97,7 +97,7 @@ def upload_photos(
     storage: Storage,
     executor: Executor,
 ) -> UploadResult:
-    """Accept what is good, reject the rest with reasons; raise only if nothing was accepted."""
+    """Accept what is good, reject the rest with reasons; raise only when the request holds no file at all."""
     if not uploads:
         raise BadRequest(
             "The upload holds no files.",
@@ -156,8 +156,14 @@ def upload_photos(
 
     rank = {name: i for i, name in enumerate(_appearance_order(uploads, files))}
     rejected.sort(key=lambda r: rank.get(r.filename, len(rank)))
-    if not photos:
-        raise _nothing_accepted(rejected)
+    if not photos and not rejected:
+        raise BadRequest(
+            "The upload holds no photos.",
+            code="no_files",
+            hint="Send JPEG, PNG, WebP or HEIC photos, or zip archives of them.",
+        )
+    # One answer shape whatever the outcome: a request whose every file is refused is still a 202,
+    # with `photos` empty and each file's reason in `rejected` (nothing was stored, nothing changed).
     return UploadResult(photos=[to_read(p) for p in photos], rejected=[RejectedFile(**r.as_dict()) for r in rejected])
 
 
@@ -169,30 +175,6 @@ def _appearance_order(uploads: list[UploadFile], files: list[tuple[str, bytes]])
         names.append(name)
         names.extend(f for f, _ in files if f.startswith(name + "/"))
     return names
-
-
-def _nothing_accepted(rejected: list[Rejection]) -> AppError:
-    if not rejected:
-        return BadRequest(
-            "The upload holds no photos.",
-            code="no_files",
-            hint="Send JPEG, PNG, WebP or HEIC photos, or zip archives of them.",
-        )
-    first = rejected[0]
-    statuses = {r.status for r in rejected}
-    if len(rejected) == 1:
-        code, message, hint = first.code, first.message, first.hint
-    else:
-        code = first.code if len({r.code for r in rejected}) == 1 else "no_photo_accepted"
-        message = f"None of the {len(rejected)} files was accepted; the first: {first.message}"
-        hint = "See `rejected` for the reason of each file."
-    return AppError(
-        message,
-        code=code,
-        hint=hint,
-        status=statuses.pop() if len(statuses) == 1 else 422,
-        details={"rejected": [r.as_dict() for r in rejected]},
-    )
 
 
 def _drop_duplicates(

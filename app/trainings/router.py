@@ -13,18 +13,27 @@ from fastapi.responses import StreamingResponse
 
 from app.core.db import session_scope
 from app.core.deps import DB, AppSettings, CurrentUser
+from app.core.http_ratelimit import RateLimit, RateLimitedRoute
+from app.core.openapi import errors
 from app.core.pagination import Page, PageParams, next_cursor
+from app.core.ratelimit import TRAININGS
 from app.db import Training
 from app.trainings import service
 from app.trainings.schemas import DeliveryRead, TrainingCreate, TrainingRead
 
-router = APIRouter(prefix="/v1/trainings", tags=["trainings"])
+router = APIRouter(prefix="/v1/trainings", tags=["trainings"], route_class=RateLimitedRoute)
 
 EVENT_POLL_S = 0.5
 KEEPALIVE_S = 15.0
 
 
-@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=TrainingRead)
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=TrainingRead,
+    dependencies=[Depends(RateLimit(TRAININGS))],
+    responses=errors(404, 409),
+)
 def create_training(data: TrainingCreate, session: DB, user: CurrentUser, settings: AppSettings) -> TrainingRead:
     """Queue a training on the subject's selected photos; 409 while another of yours is queued or running."""
     return service.to_read(service.create_training(session, user=user, data=data, settings=settings))

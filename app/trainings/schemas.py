@@ -12,6 +12,9 @@ from app.notify.outbox import WEBHOOK_EVENTS
 from app.trainings.catalog import LIMITS
 from app.trainings.trigger import VALID
 
+# What the validators below check, said in the schema too (a generated client can check it first).
+PROMPT = {"minLength": 1, "maxLength": 500, "pattern": r"\S"}
+
 
 class TrainingCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -19,11 +22,13 @@ class TrainingCreate(BaseModel):
     subject_id: uuid.UUID
     name: str = Field(min_length=1, max_length=100)
     base_model: str | None = Field(default=None, max_length=300, description="preset, Hub id or local folder")
-    trigger_word: str | None = Field(default=None, description="generated when omitted")
+    trigger_word: str | None = Field(default=None, pattern=VALID.pattern, description="generated when omitted")
     steps: int | None = Field(default=None, ge=LIMITS["steps"][0], le=LIMITS["steps"][1])
     learning_rate: float | None = Field(default=None, ge=LIMITS["learning_rate"][0], le=LIMITS["learning_rate"][1])
     rank: int | None = Field(default=None, ge=LIMITS["rank"][0], le=LIMITS["rank"][1])
-    resolution: int | None = Field(default=None, ge=LIMITS["resolution"][0], le=LIMITS["resolution"][1])
+    resolution: int | None = Field(
+        default=None, ge=LIMITS["resolution"][0], le=LIMITS["resolution"][1], json_schema_extra={"multipleOf": 64}
+    )
     seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
     batch_size: int | None = Field(default=None, ge=1, le=16)
     face_weight: float | None = Field(default=None, ge=1.0, le=10.0, description="1.0 turns face weighting off")
@@ -33,10 +38,13 @@ class TrainingCreate(BaseModel):
         description="false: train only with your .txt captions (else the trigger word and class word), "
         "not the analysis' automatic captions",
     )
-    validation_prompts: list[str] = Field(default_factory=list, max_length=10)
+    validation_prompts: list[str] = Field(
+        default_factory=list, max_length=10, json_schema_extra={"items": {"type": "string", **PROMPT}}
+    )
     webhook_url: AnyHttpUrl | None = None
     webhook_events: list[str] = Field(
         default_factory=list,
+        json_schema_extra={"items": {"type": "string", "enum": list(WEBHOOK_EVENTS)}},
         description="which events to send; empty: every one but training.progress (that one is throttled)",
     )
 

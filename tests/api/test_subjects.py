@@ -58,8 +58,9 @@ def test_list_is_paginated_and_private(client, account, make_account):
 
 def test_bad_cursor(client, account):
     response = client.get("/v1/subjects", params={"cursor": "nope"}, headers=account.headers)
-    assert response.status_code == 400
-    assert response.json()["error"]["code"] == "invalid_cursor"
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["code"] == "invalid_input" and error["fields"][0]["field"] == "query.cursor"
 
 
 def test_another_users_subject_answers_404(client, account, make_account):

@@ -1,4 +1,4 @@
-"""Bad uploads: each gets a clear 4xx in the error shape, and nothing is stored."""
+"""Bad uploads: each file refused with a clear reason (a bad request: a 4xx in the error shape), nothing stored."""
 
 from __future__ import annotations
 
@@ -19,13 +19,24 @@ def _upload(client, account, subject_id, files):
     )
 
 
-def _assert_rejected(response, status, code, *, storage, account):
-    assert response.status_code == status, response.text
-    error = response.json()["error"]
+# Refusals of the request itself answer an error with this status; a refused file is listed in a 202.
+REQUEST_ERRORS = {"no_files": 400, "request_too_large": 413}
+
+
+def _assert_rejected(response, code, *, storage, account):
+    """Nothing stored, and the reason given: as the request's error, or as every file's rejection."""
+    if code in REQUEST_ERRORS:
+        assert response.status_code == REQUEST_ERRORS[code], response.text
+        error = response.json()["error"]
+    else:
+        assert response.status_code == 202, response.text
+        body = response.json()
+        assert body["photos"] == [] and body["rejected"], body
+        error = body["rejected"][0]["error"]
     assert error["code"] == code
     assert error["message"] and error["hint"]
     assert storage.list(f"users/{account.id}/") == []
-    return error
+    return response.json()
 
 
 @pytest.fixture
@@ -48,28 +59,27 @@ def limited(settings, make_account):
 
 
 @pytest.mark.parametrize(
-    ("name", "data", "status", "code"),
+    ("name", "data", "code"),
     [
-        ("fake.jpg", b"this is plainly text, not a photo" * 10, 415, "not_an_image"),
-        ("truncated.jpg", fixture_bytes("obama.jpg")[:20_000], 422, "corrupt_image"),
+        ("fake.jpg", b"this is plainly text, not a photo" * 10, "not_an_image"),
+        ("truncated.jpg", fixture_bytes("obama.jpg")[:20_000], "corrupt_image"),
         (
             "anim.gif",
             b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00,"
             b"\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;",
-            415,
             "unsupported_format",
         ),
-        ("bomb.png", png_header_only(50_000, 50_000), 413, "image_too_large"),
-        ("tiny.jpg", jpeg_bytes(20, 20), 422, "image_too_small"),
-        ("empty.jpg", b"", 400, "empty_file"),
-        ("broken.zip", b"PK\x03\x04" + b"\x00" * 100, 422, "invalid_archive"),
+        ("bomb.png", png_header_only(50_000, 50_000), "image_too_large"),
+        ("tiny.jpg", jpeg_bytes(20, 20), "image_too_small"),
+        ("empty.jpg", b"", "empty_file"),
+        ("broken.zip", b"PK\x03\x04" + b"\x00" * 100, "invalid_archive"),
     ],
 )
-def test_bad_single_file(client, account, subject, storage, name, data, status, code):
-    """A single bad file is refused with a fitting status and code."""
+def test_bad_single_file(client, account, subject, storage, name, data, code):
+    """A single bad file is listed as rejected with a fitting code, in the same 202 shape as any upload."""
     response = _upload(client, account, subject["id"], [(name, data)])
-    error = _assert_rejected(response, status, code, storage=storage, account=account)
-    assert error["rejected"][0]["filename"] == name
+    body = _assert_rejected(response, code, storage=storage, account=account)
+    assert body["rejected"][0]["filename"] == name
 
 
 @pytest.mark.parametrize(
@@ -87,7 +97,7 @@ def test_bad_single_file(client, account, subject, storage, name, data, status, 
 def test_unsafe_archives_are_refused_whole(client, account, subject, storage, entries, symlinks, code):
     """Traversal, absolute paths, symlinks and nested archives reject the whole zip, good entries included."""
     response = _upload(client, account, subject["id"], [("evil.zip", zip_bytes(entries, symlinks=symlinks))])
-    _assert_rejected(response, 422, code, storage=storage, account=account)
+    _assert_rejected(response, code, storage=storage, account=account)
 
 
 def test_one_bad_file_does_not_sink_the_batch(client, account, subject, storage):
@@ -125,20 +135,20 @@ def test_a_bad_entry_inside_a_zip_is_listed_alone(client, account, subject):
 def test_empty_request(client, account, subject, storage):
     """A request with no files at all says what to send."""
     response = client.post(f"/v1/subjects/{subject['id']}/photos", headers=account.headers)
-    _assert_rejected(response, 400, "no_files", storage=storage, account=account)
+    _assert_rejected(response, "no_files", storage=storage, account=account)
 
 
 def test_file_over_the_size_limit(limited, storage):
     client, account, subject = limited
     response = _upload(client, account, subject["id"], [("huge.jpg", jpeg_bytes(64, 64) + b"\x00" * (3 * MiB))])
-    _assert_rejected(response, 413, "file_too_large", storage=storage, account=account)
+    _assert_rejected(response, "file_too_large", storage=storage, account=account)
 
 
 def test_request_over_the_size_limit_is_refused_before_reading(limited, storage):
     client, account, subject = limited
     files = [(f"{i}.jpg", b"\xff\xd8" + bytes([i]) * (MiB + i)) for i in range(9)]
     response = _upload(client, account, subject["id"], files)
-    _assert_rejected(response, 413, "request_too_large", storage=storage, account=account)
+    _assert_rejected(response, "request_too_large", storage=storage, account=account)
 
 
 def test_zip_with_too_many_entries(limited, storage):
@@ -146,7 +156,6 @@ def test_zip_with_too_many_entries(limited, storage):
     archive = zip_bytes({f"{i}.txt": b"x" for i in range(6)})
     _assert_rejected(
         _upload(client, account, subject["id"], [("many.zip", archive)]),
-        413,
         "archive_too_many_entries",
         storage=storage,
         account=account,
@@ -160,7 +169,6 @@ def test_zip_bomb_is_stopped_by_bytes_actually_unpacked(limited, storage):
     assert len(archive) < 50_000
     _assert_rejected(
         _upload(client, account, subject["id"], [("bomb.zip", archive)]),
-        413,
         "archive_too_large",
         storage=storage,
         account=account,
@@ -178,8 +186,10 @@ def test_zip_entry_lying_about_its_size(limited, storage):
     archive = bytes(archive).replace(declared, tiny)  # both headers now claim 100 bytes
     assert info.file_size == 10 * MiB
     response = _upload(client, account, subject["id"], [("liar.zip", archive)])
-    assert response.status_code in (413, 422), response.text
-    assert response.json()["error"]["code"] in ("file_too_large", "corrupt_archive_entry", "archive_too_large")
+    assert response.status_code == 202, response.text
+    body = response.json()
+    assert body["photos"] == []
+    assert body["rejected"][0]["error"]["code"] in ("file_too_large", "corrupt_archive_entry", "archive_too_large")
     assert storage.list(f"users/{account.id}/") == []
 
 
@@ -217,6 +227,6 @@ def test_rejected_uploads_leave_existing_photos_alone(client, account, subject, 
     wait_until_analyzed(client, account, subject["id"], 1)
     before = storage.list(f"users/{account.id}/")
     bad = _upload(client, account, subject["id"], [("evil.zip", zip_bytes({"../x.jpg": jpeg_bytes()}))])
-    assert bad.status_code == 422
+    assert bad.status_code == 202 and bad.json()["rejected"][0]["error"]["code"] == "unsafe_archive"
     assert storage.list(f"users/{account.id}/") == before
     assert [p["filename"] for p in list_all_photos(client, account, subject["id"])] == ["keep.jpg"]
