@@ -52,9 +52,15 @@ def journey(tab: Tab, server: Server) -> None:
     page.get_by_role("button", name="Create subject").click()
     expect(page.get_by_role("alert")).to_contain_text("needs their consent")
     tab.shot("consent-missing")
-    page.get_by_label(re.compile("I am this person")).check()
+    with server.http(key) as http:
+        statement = http.get("/v1/consent").json()
+    expect(page.locator("#consent-text")).to_have_text(statement["text"])  # the statement, from the API
+    page.get_by_label("I agree to this statement.").check()
     page.get_by_role("button", name="Create subject").click()
     expect(page.get_by_role("heading", name="Barack", level=1)).to_be_visible()
+    with server.http(key) as http:
+        (subject,) = http.get("/v1/subjects").json()["items"]
+    assert subject["consent_version"] == statement["version"]
     expect(page.locator("#steps [aria-current=step]")).to_have_text("Photos")
     tab.check_page()
     tab.shot("subject")

@@ -288,14 +288,14 @@ function showAccount() {
 // ---------------------------------------------------------------- home: subjects, trainings, models
 
 async function homeView(v) {
-  const [subjects, trainings, models] = await Promise.all([
-    everything("/v1/subjects"), everything("/v1/trainings"), everything("/v1/models"),
+  const [subjects, trainings, models, statement] = await Promise.all([
+    everything("/v1/subjects"), everything("/v1/trainings"), everything("/v1/models"), api("GET", "/v1/consent"),
   ]);
   if (!current(v)) return;
   const name = h("input", { id: "subject-name", type: "text", maxlength: 100, autocomplete: "off" });
   const classWord = h("select", { id: "subject-class", "aria-describedby": "class-hint" },
     ["person", "woman", "man", "girl", "boy"].map((w) => h("option", { value: w, text: w })));
-  const consent = h("input", { id: "subject-consent", type: "checkbox" });
+  const consent = h("input", { id: "subject-consent", type: "checkbox", "aria-describedby": "consent-text" });
   const status = h("div");
   const form = h("form", { class: "card", novalidate: true },
     h("h2", { text: "New subject" }),
@@ -304,8 +304,11 @@ async function homeView(v) {
     h("div", { class: "field" },
       h("label", { for: "subject-class", text: "Who is it?" }), classWord,
       h("span", { id: "class-hint", class: "hint", text: "The class word the prompts use, as in \u201cphoto of tok woman\u201d." })),
+    h("div", { class: "field" },
+      h("span", { class: "label", id: "consent-h", text: "Consent" }),
+      h("p", { id: "consent-text", class: "statement", text: statement.text })),
     h("div", { class: "field check" }, consent,
-      h("label", { for: "subject-consent", text: "I am this person, or I have their permission to train a model of their face." })),
+      h("label", { for: "subject-consent", text: "I agree to this statement." })),
     status,
     h("button", { type: "submit", text: "Create subject" }));
   form.addEventListener("submit", async (event) => {
@@ -326,7 +329,10 @@ async function homeView(v) {
     }
     try {
       const subject = await api("POST", "/v1/subjects", {
-        json: { name: name.value.trim(), class_word: classWord.value, consent: consent.checked },
+        json: {
+          name: name.value.trim(), class_word: classWord.value, consent: consent.checked,
+          consent_version: statement.version, // the version of the text this person was shown
+        },
       });
       location.hash = `#/subjects/${subject.id}`;
     } catch (err) {
@@ -692,7 +698,7 @@ async function subjectView(v, subjectId) {
     h("section", { class: "card", "aria-labelledby": "photos-h" }, h("h2", { id: "photos-h", text: "Add photos" }), drop, uploads),
     h("section", { class: "card", "aria-labelledby": "review-h" }, h("h2", { id: "review-h", tabindex: "-1", text: "Review" }), reportSlot, empty, grid),
     form,
-    h("p", {}, deleteButton("Delete this subject", `Delete ${subject.name} and every photo of them? This cannot be undone.`,
+    h("p", {}, deleteButton("Delete this subject", `Delete ${subject.name}, every photo of them, and the models and images made from them? This cannot be undone.`,
       `/v1/subjects/${subjectId}`, `${subject.name} deleted`)));
   await refresh();
 }
@@ -861,17 +867,28 @@ async function trainingView(v, trainingId) {
 
 // ---------------------------------------------------------------- 6. the model
 
+function saveAs(href, filename) {
+  const a = h("a", { href, download: filename, rel: "noreferrer" });
+  document.body.append(a);
+  a.click();
+  a.remove();
+}
+
 async function download(file, button) {
+  // Ask where the file is: with S3 storage a short-lived link that needs no key (the browser fetches it
+  // itself, outside this page's connect-src); otherwise the download URL, fetched here with the key.
   button.disabled = true;
   try {
-    const response = await api("GET", file.url, { raw: true });
-    const url = URL.createObjectURL(await response.blob());
-    const a = h("a", { href: url, download: file.filename });
-    document.body.append(a);
-    a.click();
-    a.remove();
-    setTimeout(() => URL.revokeObjectURL(url), 10000);
-    announce(`${file.filename} downloaded`);
+    const link = await api("GET", local(file.url).replace("/download?", "/download-link?"));
+    if (link.needs_api_key) {
+      const response = await api("GET", link.url, { raw: true });
+      const url = URL.createObjectURL(await response.blob());
+      saveAs(url, link.filename);
+      setTimeout(() => URL.revokeObjectURL(url), 10000);
+    } else {
+      saveAs(link.url, link.filename);
+    }
+    announce(`${link.filename} downloaded`);
   } catch (err) {
     button.after(errorBox(err));
   }
