@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -58,18 +60,95 @@ def migrate(revision: str) -> None:
 # --- running ---------------------------------------------------------------------------------------
 
 
+def _api_config(host: str, port: int) -> dict:
+    return {
+        "app": "app.main:create_app",
+        "factory": True,
+        "host": host,
+        "port": port,
+        "log_level": get_settings().log_level.lower(),
+        "proxy_headers": True,
+    }
+
+
 def _run_api(host: str, port: int, workers: int = 1) -> None:
     import uvicorn
 
-    uvicorn.run(
-        "app.main:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level=get_settings().log_level.lower(),
-        proxy_headers=True,
-    )
+    if workers > 1 and hasattr(socket, "SO_REUSEPORT"):
+        _ReusePortWorkers(_api_config(host, port), workers).run()
+    else:
+        uvicorn.run(**_api_config(host, port), workers=workers)
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    return sock
+
+
+def _serve_api(config: dict) -> None:
+    """One API worker process: its own socket on the shared port, uvicorn on it."""
+    import uvicorn
+
+    uvicorn.Server(uvicorn.Config(**config)).run(sockets=[_listening_socket(config["host"], config["port"])])
+
+
+class _ReusePortWorkers:
+    """`lookalike api --workers N`: N uvicorn processes, each listening on the port with SO_REUSEPORT.
+
+    uvicorn's own workers share one listening socket, and whichever is awake accepts: a burst of new
+    connections (32 clients arriving at once) can land mostly on one process, whose clients then wait
+    while the other idles (measured: p50 3 ms, p99 over 1 s). With a socket each, the kernel spreads
+    connections evenly. A worker that dies is replaced; SIGTERM or SIGINT stops them all gracefully.
+    """
+
+    def __init__(self, config: dict, workers: int) -> None:
+        import multiprocessing
+
+        self.config, self.workers = config, workers
+        self.context = multiprocessing.get_context("spawn")
+        self.stopping = False
+
+    def _start(self):  # noqa: ANN202
+        proc = self.context.Process(target=_serve_api, args=(self.config,), daemon=False)
+        proc.start()
+        proc.started = time.monotonic()
+        return proc
+
+    def _stop(self, signum: int, _frame: object) -> None:
+        self.stopping = True
+
+    def run(self) -> None:
+        _listening_socket(self.config["host"], self.config["port"]).close()  # fail here if the port is taken
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+        procs = [self._start() for _ in range(self.workers)]
+        failed = None
+        while not self.stopping:
+            time.sleep(0.2)
+            for i, proc in enumerate(procs):
+                if proc.is_alive() or self.stopping:
+                    continue
+                # An error exit right after starting (the app failed to load) is not a crash to recover
+                # from; a kill by a signal (the OOM killer) always is.
+                if proc.exitcode > 0 and time.monotonic() - proc.started < 5.0:
+                    failed = f"an API worker exited as it started (code {proc.exitcode}); see the log above"
+                    self.stopping = True
+                    break
+                click.echo(f"API worker {proc.pid} exited (code {proc.exitcode}); starting another", err=True)
+                procs[i] = self._start()
+        for proc in procs:
+            if proc.is_alive():
+                os.kill(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            proc.join(timeout=60)
+            if proc.is_alive():
+                proc.kill()
+        if failed:
+            _fail(failed)
 
 
 def _worker_argv(queues: str, concurrency: int, pool: str | None, beat: bool = False) -> list[str]:

@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
-from datetime import timedelta
+import threading
+import time
+import uuid
+from datetime import datetime, timedelta
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, Engine, or_, select, update
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session, joinedload
 
 from app.audit.service import key_actor, record, record_failed_sign_in, set_actor
 from app.core.errors import Unauthorized
+from app.core.tx import after_commit
 from app.db import ApiKey, User
 from app.db.base import utcnow
+
+log = logging.getLogger(__name__)
 
 KEY_PREFIX = "lk_"
 DISPLAY_CHARS = 10  # "lk_" plus 7 characters: enough to tell keys apart in a listing
@@ -62,7 +70,8 @@ def authenticate(session: Session, *, authorization: str | None, ip: str | None 
         record_failed_sign_in(session, reason="malformed_header", ip=ip)
         raise Unauthorized("The Authorization header must be `Bearer <api key>`.", code="invalid_api_key", hint=hint)
     digest = hash_key(token)
-    key = session.scalar(select(ApiKey).where(ApiKey.key_hash == digest))
+    # The key and its user in one round trip: this runs on every request.
+    key = session.scalar(select(ApiKey).options(joinedload(ApiKey.user)).where(ApiKey.key_hash == digest))
     if key is None or not hmac.compare_digest(key.key_hash, digest):
         record_failed_sign_in(session, reason="unknown_key", ip=ip)
         raise Unauthorized("This API key is not valid.", code="invalid_api_key", hint=hint)
@@ -76,7 +85,34 @@ def authenticate(session: Session, *, authorization: str | None, ip: str | None 
             hint="Create a new key with `lookalike keys create EMAIL`.",
         )
     now = utcnow()
-    if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
-        key.last_used_at = now
+    if (key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION) and _due(key.id):
+        # Written after the request's commit, in a transaction of its own: in the request's, every
+        # concurrent request of this key would queue on the row's lock once a minute (seen under load
+        # as a p99 of 0.8 s on a one-row read).
+        bind = session.get_bind()
+        after_commit(session, lambda: _touch(bind, key.id, now))
     set_actor(session, actor=key_actor(key.prefix), ip=ip)
     return key.user
+
+
+_TOUCHED: dict[uuid.UUID, float] = {}  # key id -> when this process last wrote its last_used_at
+_TOUCHED_LOCK = threading.Lock()
+
+
+def _due(key_id: uuid.UUID) -> bool:
+    """Whether this request is the one in this process to record the key's use (once a resolution)."""
+    now = time.monotonic()
+    with _TOUCHED_LOCK:
+        if now - _TOUCHED.get(key_id, float("-inf")) < LAST_USED_RESOLUTION.total_seconds():
+            return False
+        _TOUCHED[key_id] = now
+        return True
+
+
+def _touch(bind: Engine | Connection, key_id: uuid.UUID, now: datetime) -> None:
+    stale = or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < now - LAST_USED_RESOLUTION)
+    try:
+        with Session(bind) as s, s.begin():
+            s.execute(update(ApiKey).where(ApiKey.id == key_id, stale).values(last_used_at=now))
+    except DBAPIError as exc:  # a convenience for `keys list`, never worth failing a request over
+        log.warning("could not record the use of key %s: %s", key_id, exc)

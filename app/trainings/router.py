@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Request, status
 from fastapi.responses import StreamingResponse
 
 from app.core.db import session_scope
-from app.core.deps import DB, AppSettings, CurrentUser
+from app.core.deps import DB, AppSettings, Bearer, CurrentUser, as_user
 from app.core.http_ratelimit import RateLimit, RateLimitedRoute
 from app.core.openapi import errors
 from app.core.pagination import Page, PageParams, next_cursor
@@ -47,8 +47,12 @@ def list_trainings(session: DB, user: CurrentUser, page: Annotated[PageParams, D
 
 
 @router.get("/{training_id}", response_model=TrainingRead)
-def get_training(training_id: uuid.UUID, session: DB, user: CurrentUser) -> TrainingRead:
-    return service.to_read(service.get_training(session, user=user, training_id=training_id))
+async def get_training(training_id: uuid.UUID, request: Request, _: Bearer) -> TrainingRead:
+    """The training's status and progress: the call every client polls, kept to one thread trip."""
+    return await as_user(
+        request,
+        lambda session, user: service.to_read(service.get_training(session, user=user, training_id=training_id)),
+    )
 
 
 @router.post("/{training_id}/cancel", response_model=TrainingRead)

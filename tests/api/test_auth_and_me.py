@@ -51,3 +51,18 @@ def test_delete_me_removes_everything_owned(client, account, make_account, stora
         owner = table.id if table is User else table.user_id
         assert db.scalar(select(table).where(owner == account.id)) is None
     assert db.scalar(select(User).where(User.id == other.id)) is not None
+
+
+def test_a_keys_use_is_recorded_once_a_minute_outside_the_request(client, account, db):
+    """last_used_at is written after the request, in a transaction of its own, at most once a minute."""
+    from sqlalchemy import select
+
+    from app.db import ApiKey
+
+    assert client.get("/v1/me", headers=account.headers).status_code == 200
+    db.expire_all()
+    first = db.scalar(select(ApiKey.last_used_at).where(ApiKey.user_id == account.id))
+    assert first is not None
+    assert client.get("/v1/me", headers=account.headers).status_code == 200
+    db.expire_all()
+    assert db.scalar(select(ApiKey.last_used_at).where(ApiKey.user_id == account.id)) == first
