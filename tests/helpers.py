@@ -6,6 +6,7 @@ import io
 import stat
 import struct
 import time
+import uuid
 import zipfile
 import zlib
 from collections.abc import Callable
@@ -139,3 +140,34 @@ def zip_bytes(
             info.external_attr = (stat.S_IFLNK | 0o777) << 16
             archive.writestr(info, target)
     return out.getvalue()
+
+
+def insert_model(
+    settings: Any, storage: Any, user_id: Any, data: bytes, *, name: str = "me", **columns: Any
+) -> tuple[uuid.UUID, str]:
+    """A finished tiny-sd15 model of `user_id` (its row and its diffusers file), as a training leaves it.
+
+    `columns` set or override the row's other columns (e.g. `files`, `replicate_model_id`).
+    Returns the model's id and its file's storage key.
+    """
+    from app.core.db import session_factory, session_scope
+    from app.core.keys import model_prefix
+    from app.db import Model
+
+    model_id = uuid.uuid4()
+    key = model_prefix(user_id, model_id) + "lora.safetensors"
+    storage.put(key, data)
+    row = {
+        "id": model_id,
+        "user_id": user_id,
+        "name": name,
+        "base_model": "tiny-sd15",
+        "family": "sd15",
+        "tiny": True,
+        "trigger_word": "zorvek",
+        "rank": 4,
+        "files": {"diffusers": {"key": key, "size_bytes": len(data)}},
+    }
+    with session_scope(session_factory(settings)) as session:
+        session.add(Model(**(row | columns)))
+    return model_id, key

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from tests.helpers import fixture_bytes, jpeg_bytes, wait_for, zip_bytes
+from tests.helpers import fixture_bytes, insert_model, jpeg_bytes, wait_for, zip_bytes
 
 REPLICATE = "/replicate"
 
@@ -295,28 +295,8 @@ def _new_user(settings: Any, email: str) -> Owner:
 
 def _insert_model(settings: Any, storage: Any, owner: Owner, data: bytes, replicate_model: str | None) -> str:
     """A tiny-sd15 model row and file, as a finished training leaves them (bob's: no need to train twice)."""
-    from app.core.db import session_factory, session_scope
-    from app.core.keys import model_prefix
-    from app.db import Model
-
-    model_id = uuid.uuid4()
-    key = model_prefix(owner.id, model_id) + "lora.safetensors"
-    storage.put(key, data)
-    with session_scope(session_factory(settings)) as session:
-        session.add(
-            Model(
-                id=model_id,
-                user_id=owner.id,
-                name="bob's",
-                base_model="tiny-sd15",
-                family="sd15",
-                tiny=True,
-                trigger_word="zorvek",
-                rank=4,
-                files={"diffusers": {"key": key, "size_bytes": len(data)}},
-                replicate_model_id=uuid.UUID(replicate_model) if replicate_model else None,
-            )
-        )
+    replicated = uuid.UUID(replicate_model) if replicate_model else None
+    model_id, _ = insert_model(settings, storage, owner.id, data, name="bob's", replicate_model_id=replicated)
     return str(model_id)
 
 

@@ -17,6 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.core.storage import S3Storage, content_disposition
+from tests.helpers import insert_model
 
 NAME = "résumé фото.bin"  # not even Latin-1: a plain header would not encode
 
@@ -28,27 +29,7 @@ def _blob(size: int) -> bytes:
 
 def _model(settings: Any, storage: Any, account: Any, data: bytes) -> str:
     """A finished model of `account`'s (row and file), as a training leaves it."""
-    from app.core.db import session_factory, session_scope
-    from app.core.keys import model_prefix
-    from app.db import Model
-
-    model_id = uuid.uuid4()
-    key = model_prefix(account.id, model_id) + "lora.safetensors"
-    storage.put(key, data)
-    with session_scope(session_factory(settings)) as session:
-        session.add(
-            Model(
-                id=model_id,
-                user_id=account.id,
-                name="my face",
-                base_model="tiny-sd15",
-                family="sd15",
-                tiny=True,
-                trigger_word="zorvek",
-                rank=4,
-                files={"diffusers": {"key": key, "size_bytes": len(data)}},
-            )
-        )
+    model_id, _ = insert_model(settings, storage, account.id, data, name="my face")
     return str(model_id)
 
 

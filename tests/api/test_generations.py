@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 from sqlalchemy import func, select
 
-from tests.helpers import fixture_bytes, wait_for
+from tests.helpers import fixture_bytes, insert_model, wait_for
 
 WAIT = {"Prefer": "wait=60"}
 
@@ -22,28 +22,7 @@ WAIT = {"Prefer": "wait=60"}
 @pytest.fixture
 def lora_model(settings: Any, storage: Any, account: Any, make_lora: Any) -> dict[str, Any]:
     """A tiny-sd15 model of `account`'s, as a finished training leaves it (row and file)."""
-    from app.core.db import session_factory, session_scope
-    from app.core.keys import model_prefix
-    from app.db import Model
-
-    model_id = uuid.uuid4()
-    data = make_lora("sd15", strength=4.0)
-    key = model_prefix(account.id, model_id) + "lora.safetensors"
-    storage.put(key, data)
-    with session_scope(session_factory(settings)) as session:
-        session.add(
-            Model(
-                id=model_id,
-                user_id=account.id,
-                name="me",
-                base_model="tiny-sd15",
-                family="sd15",
-                tiny=True,
-                trigger_word="zorvek",
-                rank=4,
-                files={"diffusers": {"key": key, "size_bytes": len(data)}},
-            )
-        )
+    model_id, key = insert_model(settings, storage, account.id, make_lora("sd15", strength=4.0))
     return {"id": str(model_id), "key": key}
 
 

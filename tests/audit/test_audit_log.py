@@ -15,7 +15,7 @@ from sqlalchemy import inspect, select
 
 from app.cli import main
 from app.db import AuditEvent
-from tests.helpers import jpeg_bytes
+from tests.helpers import insert_model, jpeg_bytes
 
 CLIENT_IP = "testclient"  # the TestClient's address
 
@@ -135,30 +135,16 @@ def test_a_revoked_key_is_recorded_for_its_user_and_key_changes_by_the_cli(clien
 
 @pytest.fixture
 def model(settings: Any, storage: Any, account: Any, make_lora: Any) -> dict[str, Any]:
-    """A tiny-sd15 model of `account`'s, as a finished training leaves it (row and file)."""
+    """A tiny-sd15 model of `account`'s, as a finished training leaves it (row and file); its kohya file
+    is missing from storage."""
     from app.core.db import session_factory, session_scope
-    from app.core.keys import model_prefix
     from app.db import Model
 
-    model_id = uuid.uuid4()
     data = make_lora("sd15")
-    key = model_prefix(account.id, model_id) + "lora.safetensors"
-    storage.put(key, data)
-    files = {"diffusers": {"key": key, "size_bytes": len(data)}, "kohya": {"key": key + ".gone", "size_bytes": 1}}
+    model_id, key = insert_model(settings, storage, account.id, data)
     with session_scope(session_factory(settings)) as session:
-        session.add(
-            Model(
-                id=model_id,
-                user_id=account.id,
-                name="me",
-                base_model="tiny-sd15",
-                family="sd15",
-                tiny=True,
-                trigger_word="zorvek",
-                rank=4,
-                files=files,
-            )
-        )
+        row = session.get(Model, model_id)
+        row.files = {**row.files, "kohya": {"key": key + ".gone", "size_bytes": 1}}
     return {"id": str(model_id), "data": data}
 
 
