@@ -83,7 +83,15 @@ def get_photo(subject_id: uuid.UUID, photo_id: uuid.UUID, session: DB, user: Cur
     return service.to_read(service.get_photo(session, subject=subject, photo_id=photo_id))
 
 
-@router.get("/{photo_id}/image", response_class=StreamingResponse)
+IMAGE = {
+    200: {
+        "description": "the image, in the format it is stored in",
+        "content": {media: {"schema": {"type": "string", "format": "binary"}} for media in _MEDIA_TYPES.values()},
+    }
+}
+
+
+@router.get("/{photo_id}/image", response_class=StreamingResponse, responses=IMAGE)
 def get_image(
     subject_id: uuid.UUID,
     photo_id: uuid.UUID,
