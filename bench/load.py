@@ -6,7 +6,8 @@ wrk on loopback (32 connections, 2 threads):
 
   * GET /healthz: no database, no key (the ceiling of the HTTP stack);
   * GET /v1/subjects/{id}: an authenticated one-row read (the issue's baseline);
-  * GET /v1/trainings/{id}: the call every client polls (target >= 1,000 req/s, p99 < 50 ms);
+  * GET /v1/trainings/{id}: the call every client polls, flat out, then offered 1,000 req/s over
+    the same 32 connections (target: held, with p99 < 50 ms);
   * GET /healthz while 20 clients upload 4000x3000 JPEGs (about 5 MB each) in a loop
     (target p99 < 200 ms), and the uploads' MB/s next to a plain file copy of the same bytes.
 
@@ -42,12 +43,39 @@ CONNECTIONS, THREADS, UPLOADERS = 32, 2, 20
 TARGETS = {"trainings_rps": 1000.0, "trainings_p99_ms": 50.0, "health_under_upload_p99_ms": 200.0}
 
 
-def wrk(url: str, *, seconds: float, connections: int = CONNECTIONS, key: str | None = None) -> dict[str, float]:
-    """Requests per second and latency percentiles (ms) from one wrk run."""
+def paced(url: str, *, seconds: float, key: str, rate: float, connections: int = CONNECTIONS) -> dict[str, float]:
+    """wrk offering about `rate` requests a second. wrk's `delay()` waits after each answer, so the
+    first run (a wait of connections/rate) falls short by the answers' own time; the second waits
+    that much less."""
+    gap = connections / rate
+    first = wrk(url, seconds=seconds / 2, key=key, delay_s=gap, connections=connections)
+    answer_s = max(0.0, connections / first["rps"] - gap)
+    return wrk(url, seconds=seconds, key=key, delay_s=max(0.0, gap - answer_s), connections=connections)
+
+
+def wrk(
+    url: str,
+    *,
+    seconds: float,
+    connections: int = CONNECTIONS,
+    key: str | None = None,
+    delay_s: float | None = None,
+) -> dict[str, float]:
+    """Requests per second and latency percentiles (ms) from one wrk run.
+
+    Without `delay_s`, each connection sends its next request as soon as the last is answered (closed
+    loop: the machine runs flat out, and latency is mostly queueing). With it, each connection waits
+    that long after each answer, as polling clients do (see `paced`).
+    """
     cmd = ["wrk", f"-t{THREADS}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", url]
     if key:
         cmd[1:1] = ["-H", f"Authorization: Bearer {key}"]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
+        if delay_s is not None:
+            script.write(f"function delay() return {1000.0 * delay_s:.3f} end\n")
+            script.flush()
+            cmd[1:1] = ["-s", script.name]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     figures = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}
     for pct in ("50", "90", "99"):
         value, unit = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M).groups()
@@ -215,6 +243,9 @@ def main() -> None:
             results["healthz"] = wrk(f"{base}/healthz", seconds=args.duration)
             results["subject"] = wrk(f"{base}/v1/subjects/{subject_id}", seconds=args.duration, key=key)
             results["training"] = wrk(f"{base}/v1/trainings/{training_id}", seconds=args.duration, key=key)
+            results["training_at_1000"] = paced(
+                f"{base}/v1/trainings/{training_id}", seconds=args.duration, key=key, rate=TARGETS["trainings_rps"]
+            )
             inputs = [p.read_bytes() for p in make_inputs()[:6]]
             results["uploads"] = uploads_under_load(base, key, inputs, args.duration + 4)
             results["uploads"]["file_copy_mb_s"] = file_copy_mb_s(inputs, results["uploads"]["uploaded_mb"] * 1e6)
@@ -224,11 +255,12 @@ def main() -> None:
             drop_database(args.database, name)
             _purge_redis(args.redis, f"{name}:")
 
-    t, u = results["training"], results["uploads"]
+    t, p, u = results["training"], results["training_at_1000"], results["uploads"]
     rows = [
         ("GET /healthz", f"{results['healthz']['rps']:.0f} req/s, p99 {results['healthz']['p99_ms']:.1f} ms"),
         ("GET /v1/subjects/{id}", f"{results['subject']['rps']:.0f} req/s, p99 {results['subject']['p99_ms']:.1f} ms"),
-        ("GET /v1/trainings/{id}", f"{t['rps']:.0f} req/s, p99 {t['p99_ms']:.1f} ms (target >= 1000, < 50 ms)"),
+        ("GET /v1/trainings/{id}", f"{t['rps']:.0f} req/s flat out, p99 {t['p99_ms']:.1f} ms"),
+        ("  offered 1,000 req/s", f"{p['rps']:.0f} req/s, p50 {p['p50_ms']:.1f} ms, p99 {p['p99_ms']:.1f} ms"),
         ("GET /healthz, 20 uploading", f"p99 {u['health_p99_ms']:.1f} ms (target < 200 ms)"),
         ("uploads", f"{u['upload_mb_s']:.1f} MB/s ({u['uploaded_mb']:.0f} MB, {u['upload_failures']:.0f} failed)"),
         ("plain file copy, same bytes", f"{u['file_copy_mb_s']:.0f} MB/s"),
@@ -238,8 +270,10 @@ def main() -> None:
     for label, value in rows:
         print(f"  {label:<{width}}  {value}")
     verdicts = {
-        "trainings_rps": t["rps"] >= TARGETS["trainings_rps"],
-        "trainings_p99_ms": t["p99_ms"] < TARGETS["trainings_p99_ms"],
+        # Holding 1,000 a second: flat out it answers at least that many, and offered that many, it keeps
+        # up (within 5 %) with the p99 under the target.
+        "trainings_rps": t["rps"] >= TARGETS["trainings_rps"] and p["rps"] >= 0.95 * TARGETS["trainings_rps"],
+        "trainings_p99_ms": p["p99_ms"] < TARGETS["trainings_p99_ms"],
         "health_under_upload_p99_ms": u["health_p99_ms"] < TARGETS["health_under_upload_p99_ms"],
     }
     print("  " + ", ".join(f"{k}: {'PASS' if ok else 'MISS'}" for k, ok in verdicts.items()))
