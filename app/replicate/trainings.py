@@ -51,7 +51,7 @@ _KNOBS = {
     "batch_size": "batch_size",
     "gradient_checkpointing": "gradient_checkpointing",
 }
-INPUT_NAMES = frozenset({"input_images", "class_word", *_KNOBS})
+INPUT_NAMES = frozenset({"input_images", "class_word", "consent", "consent_version", *_KNOBS})
 STATUS = {
     TrainingStatus.queued: "starting",
     TrainingStatus.preparing: "processing",
@@ -119,9 +119,22 @@ def create_training(
             code="input_images_refused",
             hint="Zip the photos (JPEG, PNG, WebP or HEIC, with optional same-name .txt captions) and send the zip.",
         )
+    if input.get("consent") is not True:
+        # As on the native API: the person's photos are not taken without their recorded consent.
+        raise Unprocessable(
+            "Training a model of a person needs their consent: input.consent must be true.",
+            code="consent_required",
+            hint="Show the person the statement from GET /v1/consent, then send input consent=True and "
+            "consent_version=<its version>.",
+        )
     label = service.name_of(destination)
     try:
-        subject_data = SubjectCreate(name=label[:100], class_word=input.get("class_word", "person"), consent=True)
+        subject_data = SubjectCreate(
+            name=label[:100],
+            class_word=input.get("class_word", "person"),
+            consent=True,
+            consent_version=input.get("consent_version"),
+        )
     except ValidationError as exc:
         raise _invalid(exc, "class_word") from None
     subject = create_subject(ctx.session, user=ctx.user, data=subject_data)

@@ -349,7 +349,7 @@ def _build_alices(client: Any, alice: Owner) -> None:
     trainer = f"{REPLICATE}/v1/models/lookalike/lora-trainer/versions/tiny-sd15/trainings"
     body = {
         "destination": "alice/face",
-        "input": {"input_images": zip_file["urls"]["get"], "steps": 4, "resolution": "64", "seed": 1},
+        "input": {"input_images": zip_file["urls"]["get"], "consent": True, "steps": 4, "resolution": "64", "seed": 1},
     }
     training = _ok(client.post(trainer, json=body, headers=h), 201)
 

@@ -55,7 +55,9 @@ class Server:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     data = tmp_path_factory.mktemp("replicate-serve")
     # Three photos suffice for a training here (the default asks for ten).
-    env = base_env(data, min_training_photos=3, log_level="INFO")
+    # The suite sends more trainings per key (refusals count) than the default 10 an hour; the limit
+    # itself is tested in tests/api/test_rate_limits.py.
+    env = base_env(data, min_training_photos=3, log_level="INFO", rate_limit_trainings="100/hour")
     url = f"http://127.0.0.1:{env['LOOKALIKE_PORT']}"
     env["LOOKALIKE_PUBLIC_URL"] = url
     # One torch thread per worker process: when other processes compete for a small machine's cores, torch's
@@ -103,6 +105,7 @@ def trained(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Any:
             version=TRAINER,
             input={
                 "input_images": fh,
+                "consent": True,
                 "steps": 6,
                 "trigger_word": "zorvek",
                 "lora_rank": 4,

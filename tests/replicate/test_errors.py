@@ -71,11 +71,14 @@ def test_training_requests_the_service_refuses(server: Server, tmp_path: Path) -
     def train(version: str = TRAINER, destination: str = "bob/refusals", **input: Any) -> Callable[[], Any]:
         def call() -> Any:
             with archive.open("rb") as fh:
-                body = {"input_images": fh, **input}
+                body = {"input_images": fh, "consent": True, **input}
                 return bob.trainings.create(version=version, input=body, destination=destination)
 
         return call
 
+    assert "consent" in refused(train(consent=False), 422)  # the person's photos need their consent
+    assert "consent" in refused(train(consent=None), 422)
+    assert "not the current one" in refused(train(consent_version="1999-01-01"), 422)
     assert "bob/missing" in refused(train(destination="bob/missing"), 404)
     assert "owner/name" in refused(train(destination="bob"), 422)
     assert "not a trainer" in refused(train(version="someone/upscaler:abc"), 422)

@@ -63,7 +63,9 @@ def test_training_whose_photos_are_not_ready_fails_after_analysis(server: Server
     bob = server.client("bob")
     bob.models.create(owner="bob", name="solo", visibility="private", hardware="cpu")
     with photos_zip(tmp_path, ("obama.jpg",)).open("rb") as fh:
-        training = bob.trainings.create(version=TRAINER, input={"input_images": fh, "steps": 2}, destination="bob/solo")
+        training = bob.trainings.create(
+            version=TRAINER, input={"input_images": fh, "steps": 2, "consent": True}, destination="bob/solo"
+        )
     assert training.status == "starting"
     wait_final(training, timeout=120)
     assert training.status == "failed"
@@ -74,7 +76,9 @@ def test_cancel_a_training_waiting_for_its_photos(server: Server) -> None:
     bob = server.client("bob")
     bob.models.create(owner="bob", name="canceled", visibility="private", hardware="cpu")
     with (FIXTURES / "obama2.jpg").open("rb") as fh:  # one photo, not a zip: a subject of one
-        training = bob.trainings.create(version=TRAINER, input={"input_images": fh}, destination="bob/canceled")
+        training = bob.trainings.create(
+            version=TRAINER, input={"input_images": fh, "consent": True}, destination="bob/canceled"
+        )
     assert "Photos accepted from input_images: 1" in training.logs
     training.cancel()
     assert training.status == "canceled"
