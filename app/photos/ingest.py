@@ -54,19 +54,18 @@ class Rejection:
     code: str
     message: str
     hint: str | None = None
-    status: int = 422
 
     def as_dict(self) -> dict:
         return {"filename": self.filename, "error": {"code": self.code, "message": self.message, "hint": self.hint}}
 
 
 class Rejected(Exception):
-    def __init__(self, code: str, message: str, hint: str | None = None, status: int = 422) -> None:
+    def __init__(self, code: str, message: str, hint: str | None = None) -> None:
         super().__init__(message)
-        self.code, self.message, self.hint, self.status = code, message, hint, status
+        self.code, self.message, self.hint = code, message, hint
 
     def for_file(self, filename: str) -> Rejection:
-        return Rejection(filename, self.code, self.message, self.hint, self.status)
+        return Rejection(filename, self.code, self.message, self.hint)
 
 
 @dataclass
@@ -194,7 +193,6 @@ def extract_zip(
                     "archive_too_many_entries",
                     f"{archive_name} holds more than {settings.zip_max_entries} entries.",
                     "Split the photos over several smaller archives.",
-                    status=413,
                 )
             if _unsafe_name(name):
                 raise Rejected(
@@ -253,7 +251,6 @@ def extract_zip(
                         "archive_too_large",
                         f"{archive_name} unpacks to more than {settings.zip_max_uncompressed_bytes} bytes.",
                         "Split the photos over several smaller archives.",
-                        status=413,
                     )
                 total += settings.max_file_bytes
                 rejected.append(too_big(display, settings).for_file(display))
@@ -289,7 +286,6 @@ def _check_directory_size(archive_name: str, stream: BinaryIO, settings: Setting
             "archive_too_many_entries",
             f"{archive_name} lists more than {settings.zip_max_entries} entries.",
             "Split the photos over several smaller archives.",
-            status=413,
         )
 
 
@@ -299,7 +295,6 @@ def _too_many_pixels(name: str, settings: Settings, size: str = "too many pixels
         "image_too_large",
         f"{name} is {size}, over the limit of {limit:g} megapixels.",
         "Resize the photo; 12 to 24 megapixels is plenty for training.",
-        status=413,
     )
 
 
@@ -313,7 +308,6 @@ def too_big(filename: str, settings: Settings) -> Rejected:
         "file_too_large",
         f"{filename} is larger than the {mib} MiB limit for one file.",
         "Export the photo at a lower size or quality.",
-        status=413,
     )
 
 
@@ -342,7 +336,7 @@ def prepare_image(candidate: Candidate, settings: Settings) -> Prepared:
     """Validate and clean one image; raises Rejected with a reason a user understands."""
     data, name = candidate.data, candidate.filename
     if not data:
-        raise Rejected("empty_file", f"{name} is empty.", "Upload the photo again.", status=400)
+        raise Rejected("empty_file", f"{name} is empty.", "Upload the photo again.")
     if len(data) > settings.max_file_bytes:
         raise too_big(name, settings)
     try:
@@ -352,9 +346,7 @@ def prepare_image(candidate: Candidate, settings: Settings) -> Prepared:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise _too_many_pixels(name, settings) from None
     except UnidentifiedImageError:
-        raise Rejected(
-            "not_an_image", f"{name} is not an image.", "Upload JPEG, PNG, WebP or HEIC photos.", status=415
-        ) from None
+        raise Rejected("not_an_image", f"{name} is not an image.", "Upload JPEG, PNG, WebP or HEIC photos.") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise _damaged(name, "could not be read as an image", exc) from None
     fmt = ACCEPTED_FORMATS.get(img.format or "")
@@ -363,7 +355,6 @@ def prepare_image(candidate: Candidate, settings: Settings) -> Prepared:
             "unsupported_format",
             f"{name} is a {img.format} image, which is not supported.",
             "Convert it to JPEG, PNG, WebP or HEIC.",
-            status=415,
         )
     width, height = img.size
     if width * height > settings.max_image_pixels:

@@ -193,7 +193,6 @@ def _drop_duplicates(
                     "duplicate_file",
                     f"{cand.filename} is already uploaded as photo {known[digest]}.",
                     "Nothing to do: each photo is kept once.",
-                    status=409,
                 )
             )
         elif digest in seen:
@@ -203,7 +202,6 @@ def _drop_duplicates(
                     "duplicate_file",
                     f"{cand.filename} is the same file as {seen[digest]}.",
                     "Nothing to do: each photo is kept once.",
-                    status=409,
                 )
             )
         else:
@@ -224,7 +222,6 @@ def _within_capacity(
             f"The subject already has {have} photos, the most one subject can hold is "
             f"{settings.max_photos_per_subject}.",
             "Delete photos you do not need, or use another subject.",
-            status=409,
         )
         for c in candidates[room:]
     ]
