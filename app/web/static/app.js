@@ -391,10 +391,8 @@ function uploadRequest(subjectId, files, item) {
       if (xhr.status === 202 && parsed) {
         resolve({ accepted: parsed.photos.length, rejected: parsed.rejected });
       } else {
-        // Every file refused: the error names them (unsafe archive, all duplicates, ...)
-        const err = new ApiError(xhr.status, parsed);
-        const rejected = (err.error && err.error.rejected) || [];
-        resolve({ accepted: 0, rejected, error: err });
+        // The request itself refused (too large, rate limited, no key...): refused files come in the 202.
+        resolve({ accepted: 0, rejected: [], error: new ApiError(xhr.status, parsed) });
       }
     });
     xhr.addEventListener("error", () => resolve({
