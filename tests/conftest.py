@@ -14,46 +14,21 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import delete
-from sqlalchemy.engine import make_url
 
 from tests.helpers import LoraMaker
+from tests.procs import postgres_database
 
 # Nothing is downloaded in tests: a Hub id fails at once instead of waiting on the network.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 FIXTURES = Path(__file__).parent / "fixtures"
 RUN_ID = uuid.uuid4().hex[:10]
-
-
-def _create_pg_database(server_url: str) -> str:
-    import psycopg
-
-    from app.core.db import normalize_url
-
-    url = make_url(normalize_url(server_url))
-    name = f"lookalike_test_{RUN_ID}"
-    with psycopg.connect(_libpq(url), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return url.set(database=name).render_as_string(hide_password=False)
-
-
-def _drop_pg_database(server_url: str, name: str) -> None:
-    import psycopg
-
-    from app.core.db import normalize_url
-
-    url = make_url(normalize_url(server_url))
-    with psycopg.connect(_libpq(url), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def _libpq(url) -> str:  # noqa: ANN001
-    return url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 @pytest.fixture(scope="session")
@@ -67,8 +42,11 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     env = {"LOOKALIKE_DATA_DIR": str(data)}
     pg_server = os.environ.get("LOOKALIKE_TEST_DATABASE_URL")
     redis_url = os.environ.get("LOOKALIKE_TEST_REDIS_URL")
+    databases = ExitStack()
     if pg_server:
-        env["LOOKALIKE_DATABASE_URL"] = _create_pg_database(pg_server)
+        env["LOOKALIKE_DATABASE_URL"] = databases.enter_context(
+            postgres_database(pg_server, f"lookalike_test_{RUN_ID}")
+        )
     if redis_url:
         env["LOOKALIKE_BROKER_URL"] = redis_url
         env["LOOKALIKE_BROKER_KEY_PREFIX"] = f"lookalike-test-{RUN_ID}:"
@@ -82,8 +60,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         yield current
     finally:
         dispose_engines()
-        if pg_server:
-            _drop_pg_database(pg_server, make_url(env["LOOKALIKE_DATABASE_URL"]).database)
+        databases.close()
         if redis_url:
             _purge_redis(redis_url, env["LOOKALIKE_BROKER_KEY_PREFIX"])
         for key, value in saved.items():
@@ -164,12 +141,22 @@ def _clean_slate(request: pytest.FixtureRequest) -> Iterator[None]:
     if "settings" not in request.fixturenames:
         return
     settings = request.getfixturevalue("settings")
+    from sqlalchemy.exc import OperationalError
+
     from app.core.db import session_factory, session_scope
     from app.db import ApiKey, Generation, Model, Photo, ReplicateModel, Subject, Training, UploadedFile, User
 
-    with session_scope(session_factory(settings)) as session:
-        for table in (Generation, UploadedFile, Model, Training, ReplicateModel, Photo, Subject, ApiKey, User):
-            session.execute(delete(table))
+    # A task the test left running (an analysis still writing its photo and subject) can deadlock with
+    # these deletes on Postgres; Postgres then aborts one side, and the cleanup tries again.
+    for attempt in range(5):
+        try:
+            with session_scope(session_factory(settings)) as session:
+                for table in (Generation, UploadedFile, Model, Training, ReplicateModel, Photo, Subject, ApiKey, User):
+                    session.execute(delete(table))
+            break
+        except OperationalError as exc:
+            if "deadlock detected" not in str(exc) or attempt == 4:
+                raise
     shutil.rmtree(settings.data_dir / "storage", ignore_errors=True)
 
 

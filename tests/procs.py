@@ -171,3 +171,23 @@ def watch_steps(http: httpx.Client, training_id: str, until: Any, timeout: float
         return body if until(body) else None
 
     return wait_for(check, timeout=timeout, interval=0.1)
+
+
+@contextmanager
+def postgres_database(server_url: str, name: str) -> Iterator[str]:
+    """A Postgres database `name` of its own on the server at `server_url`, dropped afterwards (connections
+    still open to it included); yields its URL."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    from app.core.db import normalize_url
+
+    url = make_url(normalize_url(server_url))
+    libpq = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(libpq, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(libpq, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -9,13 +9,13 @@ from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import String, Uuid, column, create_engine, insert, select, table
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
 from app.core.db import migrate, normalize_url, session_factory, session_scope
 from app.db import Subject
 from app.db.base import UTCDateTime
 from app.subjects.consent import CONSENT_TEXT, CONSENT_VERSION
+from tests.procs import postgres_database
 
 
 def test_the_statement_is_served_to_signed_in_users(client, account):
@@ -72,18 +72,8 @@ def fresh_url(tmp_path) -> Iterator[str]:
     if not server:
         yield f"sqlite:///{tmp_path / 'fresh.db'}"
         return
-    import psycopg
-
-    url = make_url(normalize_url(server))
-    name = f"lookalike_consent_{uuid.uuid4().hex[:10]}"
-    libpq = url.set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(libpq, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(libpq, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with postgres_database(server, f"lookalike_consent_{uuid.uuid4().hex[:10]}") as url:
+        yield url
 
 
 def test_subjects_from_before_versions_are_marked_unversioned(fresh_url):

@@ -19,10 +19,9 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy.engine import make_url
 
 from tests.helpers import jpeg_bytes, wait_for
-from tests.procs import BIN, base_env, ready_subject, responds, running
+from tests.procs import BIN, base_env, postgres_database, ready_subject, responds, running
 
 PG = os.environ.get("LOOKALIKE_TEST_DATABASE_URL")
 REDIS = os.environ.get("LOOKALIKE_TEST_REDIS_URL")
@@ -41,20 +40,8 @@ def database() -> Iterator[str | None]:
     if not (PG and REDIS):
         yield None
         return
-    import psycopg
-
-    from app.core.db import normalize_url
-
-    server = make_url(normalize_url(PG))
-    name = f"lookalike_keys_{uuid.uuid4().hex[:10]}"
-    libpq = server.set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(libpq, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield server.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(libpq, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with postgres_database(PG, f"lookalike_keys_{uuid.uuid4().hex[:10]}") as url:
+        yield url
 
 
 def dump_database(env: dict[str, str]) -> str:

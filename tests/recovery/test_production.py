@@ -18,7 +18,17 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from tests.helpers import fixture_bytes, wait_for
-from tests.procs import Proc, api_client, base_env, free_port, kill_tree, ready_subject, wait_ready, watch_steps
+from tests.procs import (
+    Proc,
+    api_client,
+    base_env,
+    free_port,
+    kill_tree,
+    postgres_database,
+    ready_subject,
+    wait_ready,
+    watch_steps,
+)
 from tests.recovery.conftest import STEPS, assert_resumed, db_row
 
 PG = os.environ.get("LOOKALIKE_TEST_DATABASE_URL")
@@ -33,20 +43,8 @@ WORKER_APP = "lookalike-worker"
 @pytest.fixture
 def database() -> Iterator[str]:
     """A database of its own for this test's processes, dropped afterwards."""
-    import psycopg
-
-    from app.core.db import normalize_url
-
-    server = make_url(normalize_url(PG))
-    name = f"lookalike_recovery_{uuid.uuid4().hex[:10]}"
-    libpq = server.set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(libpq, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield server.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(libpq, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with postgres_database(PG, f"lookalike_recovery_{uuid.uuid4().hex[:10]}") as url:
+        yield url
 
 
 class Stack:
