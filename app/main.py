@@ -18,6 +18,7 @@ from app.core.http_errors import install_error_handlers
 from app.core.limits import BodySizeLimit
 from app.core.metrics import MetricsMiddleware
 from app.core.queue import make_celery
+from app.core.reads import Reader
 from app.core.redact import install_key_redaction
 from app.core.settings import Settings, get_settings
 from app.core.storage import get_storage
@@ -49,9 +50,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.storage.ensure()
         threads = settings.upload_threads or os.cpu_count() or 2
         app.state.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ingest")
+        await app.state.reader.start()
         try:
             yield
         finally:
+            await app.state.reader.stop()
             app.state.executor.shutdown(wait=True)
 
     app = FastAPI(
@@ -67,6 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = get_engine(settings)
     app.state.session_factory = session_factory(settings)
+    app.state.reader = Reader(app.state.engine)
     app.state.storage = get_storage(settings)
     app.state.celery = make_celery(settings, name="lookalike-api")  # for readiness; tasks go through app.core.queue
     allow_pillow_pixels(settings.max_image_pixels)

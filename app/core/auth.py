@@ -64,9 +64,8 @@ def authenticate(session: Session, *, authorization: str | None, ip: str | None 
     hint = "Send `Authorization: Bearer <api key>`; `lookalike users create EMAIL` prints a key."
     if not authorization:
         raise Unauthorized("No API key was sent.", code="missing_api_key", hint=hint)
-    scheme, _, token = authorization.partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
+    token = bearer_token(authorization)
+    if token is None:
         record_failed_sign_in(session, reason="malformed_header", ip=ip)
         raise Unauthorized("The Authorization header must be `Bearer <api key>`.", code="invalid_api_key", hint=hint)
     digest = hash_key(token)
@@ -85,14 +84,26 @@ def authenticate(session: Session, *, authorization: str | None, ip: str | None 
             hint="Create a new key with `lookalike keys create EMAIL`.",
         )
     now = utcnow()
-    if (key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION) and _due(key.id):
+    if use_is_due(key.id, key.last_used_at, now):
         # Written after the request's commit, in a transaction of its own: in the request's, every
         # concurrent request of this key would queue on the row's lock once a minute (seen under load
         # as a p99 of 0.8 s on a one-row read).
         bind = session.get_bind()
-        after_commit(session, lambda: _touch(bind, key.id, now))
+        after_commit(session, lambda: touch(bind, key.id, now))
     set_actor(session, actor=key_actor(key.prefix), ip=ip)
     return key.user
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The key in an `Authorization: Bearer <key>` header; None when there is none or the scheme differs."""
+    scheme, _, token = (authorization or "").partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
+def use_is_due(key_id: uuid.UUID, last_used_at: datetime | None, now: datetime) -> bool:
+    """Whether this request records the key's `last_used_at`: stale by a minute, and first in this process."""
+    return (last_used_at is None or now - last_used_at > LAST_USED_RESOLUTION) and _due(key_id)
 
 
 _TOUCHED: dict[uuid.UUID, float] = {}  # key id -> when this process last wrote its last_used_at
@@ -109,7 +120,7 @@ def _due(key_id: uuid.UUID) -> bool:
         return True
 
 
-def _touch(bind: Engine | Connection, key_id: uuid.UUID, now: datetime) -> None:
+def touch(bind: Engine | Connection, key_id: uuid.UUID, now: datetime) -> None:
     stale = or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < now - LAST_USED_RESOLUTION)
     try:
         with Session(bind) as s, s.begin():

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, selectinload
 from app.audit.service import record
 from app.core.errors import Conflict, NotFound, Unprocessable
 from app.core.queue import TRAIN_MODEL, enqueue
+from app.core.reads import OwnedRow
 from app.core.settings import Settings
 from app.db import ACTIVE_TRAINING, Notification, Subject, Training, TrainingStatus, User
 from app.db.base import utcnow
@@ -177,8 +178,12 @@ def base_model_named(name: str) -> catalog.BaseModel:
 def get_training(session: Session, *, user: User, training_id: uuid.UUID) -> Training:
     training = session.scalar(select(Training).where(Training.id == training_id, Training.user_id == user.id))
     if training is None:
-        raise NotFound("No such training.", code="training_not_found", hint="List yours with GET /v1/trainings.")
+        raise training_not_found()
     return training
+
+
+def training_not_found() -> NotFound:
+    return NotFound("No such training.", code="training_not_found", hint="List yours with GET /v1/trainings.")
 
 
 def list_trainings(session: Session, *, user: User, after: uuid.UUID | None, limit: int) -> list[Training]:
@@ -214,7 +219,8 @@ def cancel_training(session: Session, *, training: Training, settings: Settings)
     return training
 
 
-def to_read(training: Training) -> TrainingRead:
+def to_read(training: Training | OwnedRow) -> TrainingRead:
+    """The API's view of a training, from its ORM object or a row of the trainings table (app.core.reads)."""
     progress = dict(training.progress or {})
     total = progress.get("total_steps") or training.params.get("steps") or 0
     step = progress.get("step", 0)
