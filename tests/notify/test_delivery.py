@@ -610,3 +610,18 @@ def test_sweep_releases_a_stale_claim_and_leaves_a_fresh_one(
     assert _sweep(sessions, settings, now + claim - timedelta(seconds=1)) == {}
     assert _row(sessions, fresh).claim_token == "busy-worker"
     assert broker.delivers() == [str(stale)]
+
+
+def test_an_email_written_while_its_user_is_erased_does_not_survive(
+    client: Any, settings: Any, sessions: sessionmaker[Session], storage: Any, account: Any, broker: Broker
+) -> None:
+    """The worker claims the email, the user deletes their account (the erasure purges the outbox folder
+    after its commit, before the email exists), then the worker writes it: it must remove what it wrote."""
+    row_id = _email_row(sessions, account)
+    local = settings.model_copy(update={"smtp_url": None})
+    claim = tasks._claim(row_id, sessions)
+    assert client.delete("/v1/me", headers=account.headers).status_code == 204
+    assert _row(sessions, row_id) is None
+    assert tasks._attempt(claim, sessions=sessions, storage=storage, settings=local) == "sent"
+    left = [p.name for p in local.outbox_dir.glob("*.eml") if account.email.encode() in p.read_bytes()]
+    assert left == []

@@ -15,6 +15,7 @@ import smtplib
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from celery import shared_task
@@ -58,6 +59,7 @@ class _Outcome:
     status_code: int | None = None
     error: str | None = None
     gone: bool = False  # the webhook endpoint answered 410 Gone
+    written: Path | None = None  # the `.eml` file written to the outbox folder (no SMTP server configured)
 
 
 def deliver(
@@ -67,6 +69,11 @@ def deliver(
     claim = _claim(notification_id, sessions)
     if isinstance(claim, str):
         return claim
+    return _attempt(claim, sessions=sessions, storage=storage, settings=settings)
+
+
+def _attempt(claim: _Claim, *, sessions: sessionmaker[Session], storage: Storage, settings: Settings) -> str:
+    """Send a claimed row once and record what happened."""
     started = time.perf_counter()
     try:
         if claim.channel == EMAIL:
@@ -79,7 +86,12 @@ def deliver(
     if outcome.result == RETRY and claim.attempts >= settings.notify_max_attempts:
         outcome.result = FAILED
         outcome.error = f"{outcome.error} (gave up after {claim.attempts} attempts)"
-    _record(claim, outcome, int((time.perf_counter() - started) * 1000), sessions=sessions, settings=settings)
+    kept = _record(claim, outcome, int((time.perf_counter() - started) * 1000), sessions=sessions, settings=settings)
+    if not kept and outcome.written is not None:
+        # The row was deleted while this email was being written (its user or subject was erased):
+        # the erasure purged the outbox folder after its commit, maybe before this file existed.
+        outcome.written.unlink(missing_ok=True)
+        log.info("notification %s: deleted while sending; its outbox copy is removed", claim.id)
     return outcome.result
 
 
@@ -129,7 +141,7 @@ def _send_email(claim: _Claim, *, sessions: sessionmaker[Session], storage: Stor
     except (TimeoutError, smtplib.SMTPException, OSError) as exc:
         return _Outcome(RETRY, None, f"could not reach the mail server: {exc}"[:400])
     log.info("notification %s: email sent to %s", claim.id, where)
-    return _Outcome(SENT, 250)
+    return _Outcome(SENT, 250, written=None if settings.smtp_url else Path(where))
 
 
 def _compose(claim: _Claim, *, sessions: sessionmaker[Session], storage: Storage):  # noqa: ANN202
@@ -197,7 +209,8 @@ def _send_webhook(claim: _Claim, *, sessions: sessionmaker[Session], settings: S
 @retried
 def _record(
     claim: _Claim, outcome: _Outcome, duration_ms: int, *, sessions: sessionmaker[Session], settings: Settings
-) -> None:
+) -> bool:
+    """Record the attempt on the row; False when the row no longer exists (deleted meanwhile)."""
     now = utcnow()
     values: dict[str, Any] = {"claim_token": None, "last_error": outcome.error}
     if outcome.result == SENT:
@@ -213,8 +226,8 @@ def _record(
             .where(Notification.id == claim.id, Notification.claim_token == claim.token)
             .values(**values)
         ).rowcount
-        if not mine:
-            return  # the sweep took it back meanwhile, or it was deleted
+        if not mine:  # the sweep took it back meanwhile (another attempt follows), or it was deleted
+            return session.get(Notification, claim.id) is not None
         session.add(
             DeliveryAttempt(
                 notification_id=claim.id,
@@ -229,6 +242,7 @@ def _record(
             _disable(session, claim.training_id, now)
     if outcome.result == RETRY:
         get_client().send_task(DELIVER, args=[str(claim.id)], countdown=delay.total_seconds())
+    return True
 
 
 def _disable(session: Session, training_id: uuid.UUID, now: Any) -> None:
