@@ -39,7 +39,10 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     from app.core.settings import get_settings
 
     data = tmp_path_factory.mktemp("data")
-    env = {"LOOKALIKE_DATA_DIR": str(data)}
+    # The session's TestClient is one address (`testclient`) for every test, and some send a bad key to every
+    # operation (tests/api/test_authorization_matrix.py): their failed sign-ins are not throttled here. The
+    # throttle is tested in tests/api/test_sign_in_throttle.py, each test from an address of its own.
+    env = {"LOOKALIKE_DATA_DIR": str(data), "LOOKALIKE_RATE_LIMIT_SIGN_IN_FAILURES": "100000/minute"}
     pg_server = os.environ.get("LOOKALIKE_TEST_DATABASE_URL")
     redis_url = os.environ.get("LOOKALIKE_TEST_REDIS_URL")
     databases = ExitStack()

@@ -96,12 +96,29 @@ def record_failed_sign_in(
         ip_address=ip[:64] if ip else None,
         details={"reason": reason},
     )
+    _record_apart(session, event)
+
+
+def record_sign_in_throttled(session: Session, *, ip: str | None, limit: int, period_s: int) -> None:
+    """Record, once a window, that failed sign-ins from `ip` are refused unrecorded (429) until it ends."""
+    event = AuditEvent(
+        user_id=None,
+        actor=ANONYMOUS,
+        action="sign_in_throttled",
+        ip_address=ip[:64] if ip else None,
+        details={"limit": limit, "period_s": period_s},
+    )
+    _record_apart(session, event)
+
+
+def _record_apart(session: Session, event: AuditEvent) -> None:
+    """Write `event` in its own transaction: the request's is rolled back with its refusal."""
     try:
         with Session(bind=session.get_bind()) as own, own.begin():
             own.add(event)
     except Exception:
-        # The caller still gets its 401; a lost entry is logged, never a 500.
-        log.exception("could not record a failed sign-in")
+        # The caller still gets its 401 (or 429); a lost entry is logged, never a 500.
+        log.exception("could not record a refused sign-in (%s)", event.action)
 
 
 def list_events(session: Session, *, user_id: uuid.UUID, before: uuid.UUID | None, limit: int) -> list[AuditEvent]:

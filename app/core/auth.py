@@ -9,6 +9,7 @@ import secrets
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, Engine, or_, select, update
@@ -55,26 +56,41 @@ def issue_key(session: Session, *, user: User, name: str | None = None) -> tuple
     return row, plain
 
 
-def authenticate(session: Session, *, authorization: str | None, ip: str | None = None) -> User:
+# Called with the session and the client's address before a refused key is recorded: it counts the
+# failure, and raises (a 429) instead when the address has failed too often (app.core.http_ratelimit).
+Throttle = Callable[[Session, str | None], None]
+
+
+def authenticate(
+    session: Session, *, authorization: str | None, ip: str | None = None, throttle: Throttle | None = None
+) -> User:
     """The user behind an `Authorization: Bearer <key>` header, or Unauthorized.
 
     A refused key is recorded in the audit log (an unknown one without any part of it); an accepted
-    one becomes the session's audit actor, with the client's address `ip`.
+    one becomes the session's audit actor, with the client's address `ip`. With `throttle`, each refused
+    key is first counted against `ip`, which may refuse it unrecorded; an accepted key never reaches it,
+    and a request without any key is neither counted nor recorded.
     """
     hint = "Send `Authorization: Bearer <api key>`; `lookalike users create EMAIL` prints a key."
     if not authorization:
         raise Unauthorized("No API key was sent.", code="missing_api_key", hint=hint)
     token = bearer_token(authorization)
     if token is None:
+        if throttle:
+            throttle(session, ip)
         record_failed_sign_in(session, reason="malformed_header", ip=ip)
         raise Unauthorized("The Authorization header must be `Bearer <api key>`.", code="invalid_api_key", hint=hint)
     digest = hash_key(token)
     # The key and its user in one round trip: this runs on every request.
     key = session.scalar(select(ApiKey).options(joinedload(ApiKey.user)).where(ApiKey.key_hash == digest))
     if key is None or not hmac.compare_digest(key.key_hash, digest):
+        if throttle:
+            throttle(session, ip)
         record_failed_sign_in(session, reason="unknown_key", ip=ip)
         raise Unauthorized("This API key is not valid.", code="invalid_api_key", hint=hint)
     if key.revoked_at is not None:
+        if throttle:
+            throttle(session, ip)
         record_failed_sign_in(
             session, reason="revoked_key", ip=ip, user_id=key.user_id, key_id=key.id, key_prefix=key.prefix
         )

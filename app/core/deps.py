@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Annotated, TypeVar
 
 import anyio
@@ -12,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from app.core.auth import authenticate
 from app.core.db import session_scope
+from app.core.http_ratelimit import throttle_failed_sign_in
 from app.core.settings import Settings
 from app.core.storage import Storage
 from app.db import User
@@ -56,9 +58,19 @@ BEARER = HTTPBearer(
 Bearer = Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]
 
 
+def sign_in(request: Request, session: Session, authorization: str | None) -> User:
+    """`authenticate` the request's key; refused keys are throttled per client address (`throttle_failed_sign_in`).
+
+    Every way in calls this: the native API, the Replicate-compatible one (which passes its `Token` scheme
+    as `Bearer`) and `as_user`. A key that authenticates never reaches the limiter (no trip to Redis).
+    """
+    ip = request.client.host if request.client else None
+    throttle = partial(throttle_failed_sign_in, request.app.state)
+    return authenticate(session, authorization=authorization, ip=ip, throttle=throttle)
+
+
 def _current_user(request: Request, session: DB, _: Bearer) -> User:
-    authorization = request.headers.get("authorization")
-    return authenticate(session, authorization=authorization, ip=request.client.host if request.client else None)
+    return sign_in(request, session, request.headers.get("authorization"))
 
 
 CurrentUser = Annotated[User, Depends(_current_user)]
@@ -75,11 +87,10 @@ async def as_user(request: Request, work: Callable[[Session, User], T]) -> T:
     turn for a thread and the GIL (a p99 ten times the median). Declare `Bearer` on the route too, so
     the document shows the scheme.
     """
-    ip = request.client.host if request.client else None
 
     def run() -> T:
         with session_scope(request.app.state.session_factory) as session:
-            user = authenticate(session, authorization=request.headers.get("authorization"), ip=ip)
+            user = sign_in(request, session, request.headers.get("authorization"))
             return work(session, user)
 
     return await anyio.to_thread.run_sync(run)

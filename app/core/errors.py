@@ -10,6 +10,7 @@ class AppError(Exception):
 
     status = 400
     code = "bad_request"
+    headers: dict[str, str] | None = None  # sent with the answer (e.g. Retry-After)
 
     def __init__(
         self,

@@ -42,7 +42,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(AppError)
     async def _app_error(_: Request, exc: AppError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}
+        headers.update(exc.headers or {})
         body = exc.body()
         body["error"]["message"] = redact(exc.message)  # it may echo the request: never a key pasted into it
         return JSONResponse(body, status_code=exc.status, headers=headers)

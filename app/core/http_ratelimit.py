@@ -4,6 +4,9 @@ A route declares its limit with `dependencies=[RateLimit(UPLOADS)]`; its router'
 applies that limit ahead of FastAPI's body parsing (FastAPI reads a body before it solves dependencies), so an
 upload over the limit is neither read nor stored. Every request counts, whatever its answer. The counting itself
 is `app.core.ratelimit`, which workers may import; this half is web-only, like `app.core.http_errors`.
+
+Failed sign-ins are throttled per client address by `throttle_failed_sign_in`, which `authenticate` calls for
+each refused key (and never for an accepted one).
 """
 
 from __future__ import annotations
@@ -16,17 +19,19 @@ from typing import Any
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import State
 
+from app.audit.service import record_sign_in_throttled
 from app.core.auth import hash_key
 from app.core.errors import AppError
 from app.core.metrics import RATE_LIMITED
-from app.core.openapi import errors
-from app.core.ratelimit import ACTIONS, Decision, RateLimiter
+from app.core.openapi import RETRY_AFTER, errors
+from app.core.ratelimit import ACTIONS, SIGN_IN_FAILURES, Decision, RateLimiter
 from app.db import ApiKey
 
-for _action in ACTIONS:
+for _action in (*ACTIONS, SIGN_IN_FAILURES):
     RATE_LIMITED.labels(_action)  # every action's series exists from the start, at 0
 
 _limiter_lock = threading.Lock()
@@ -76,7 +81,7 @@ def _action_of(dependencies: Sequence[Any] | None) -> str | None:
 # The 429 in the OpenAPI document, in the one error shape, with its Retry-After header.
 TOO_MANY_REQUESTS: dict[str, Any] = {
     **errors(429)[429],
-    "headers": {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer", "minimum": 1}}},
+    "headers": {"Retry-After": RETRY_AFTER},
 }
 
 
@@ -156,3 +161,29 @@ async def _refuse(request: Request, action: str, decision: Decision) -> Response
     response = await handler(request, error)
     response.headers.update({"Retry-After": str(decision.reset_s), **decision.headers()})
     return response
+
+
+class TooManyFailedSignIns(AppError):
+    status = 429
+    code = "too_many_failed_sign_ins"
+
+
+def throttle_failed_sign_in(state: State, session: Session, ip: str | None) -> None:
+    """`authenticate`'s throttle: count a refused key against the client's address `ip`; past the limit, refuse
+    it with 429 instead of recording it (the window's first refusal records that the address is throttled)."""
+    limiter = limiter_for(state)
+    decision = limiter.fail_sign_in(ip)
+    rate = limiter.rates.get(SIGN_IN_FAILURES)
+    if decision is None or decision.allowed or rate is None:
+        return
+    RATE_LIMITED.labels(SIGN_IN_FAILURES).inc()
+    if decision.first_refused:
+        record_sign_in_throttled(session, ip=ip, limit=rate.limit, period_s=rate.period_s)
+    error = TooManyFailedSignIns(
+        f"Too many failed sign-ins from your address: it may send {rate.describe('failed sign-ins')}.",
+        hint=f"Check the API key you send (`Authorization: Bearer <api key>`; `lookalike keys create EMAIL` makes "
+        f"a new one), then try again in {decision.reset_s} seconds (the Retry-After header). A valid key is "
+        "not refused by this limit. The operator sets it with LOOKALIKE_RATE_LIMIT_SIGN_IN_FAILURES.",
+    )
+    error.headers = {"Retry-After": str(decision.reset_s), **decision.headers()}
+    raise error

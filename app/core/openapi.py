@@ -7,7 +7,7 @@ operation can give follow from what it takes, so they are added here, once, for 
 
 | the operation | can answer |
 |---|---|
-| needs an API key | 401 (no, wrong or revoked key) |
+| needs an API key | 401 (no, wrong or revoked key), 429 (too many wrong or revoked keys from the address) |
 | has a path parameter | 404 (no such thing of yours: another user's id answers the same) |
 | takes parameters or a body | 422 (a value out of range, a missing field) |
 | takes a body | 400 (unreadable: not JSON, broken multipart), 413 (over the request size limit) |
@@ -37,6 +37,9 @@ WHY = {
     429: "Too many requests of this kind for this key: retry after `Retry-After` seconds",
     503: "The service is not ready",
 }
+# Every operation that needs a key can answer 429 to an address that sent too many wrong or revoked keys.
+SIGN_IN_429 = "Too many failed sign-ins (wrong or revoked keys) from this address: retry after `Retry-After` seconds"
+RETRY_AFTER: dict[str, Any] = {"description": "seconds to wait", "schema": {"type": "integer", "minimum": 1}}
 
 
 class ErrorDetail(BaseModel):
@@ -88,6 +91,7 @@ def complete(document: dict[str, Any]) -> dict[str, Any]:
             implied: list[int] = []
             if op.get("security"):
                 implied.append(401)
+                _failed_sign_ins(responses, ref)
             if re.search(r"\{[^}]+\}", path):
                 implied.append(404)
             body = op.get("requestBody")
@@ -113,6 +117,18 @@ def complete(document: dict[str, Any]) -> dict[str, Any]:
     for unused in ("HTTPValidationError", "ValidationError"):
         schemas.pop(unused, None)
     return document
+
+
+def _failed_sign_ins(responses: dict[str, Any], ref: dict[str, str]) -> None:
+    """The 429 an operation that needs a key answers after too many failed sign-ins from the address,
+    added to the one a rate-limited route declares."""
+    answer = responses.get("429")
+    if answer is None:
+        answer = responses["429"] = {**_error_response(429, ref), "description": SIGN_IN_429}
+    elif "failed sign-ins" not in answer.get("description", ""):
+        said = answer.get("description", WHY[429]).rstrip(".")
+        answer["description"] = f"{said}; also answered after too many failed sign-ins from this address"
+    answer.setdefault("headers", {}).setdefault("Retry-After", RETRY_AFTER)
 
 
 def _files_are_binary(schema: Any) -> None:

@@ -9,14 +9,17 @@ One interface (`RateLimiter.hit`), two stores:
 
 Fixed windows: a key's first request opens a window of the configured period, which admits `limit`
 requests; a refused request learns how many seconds remain until the window ends. Buckets are named
-after the API key's id, never the key. If Redis cannot be reached, requests pass with a logged
-warning: a broken limiter must not stop every upload (the queue is then down too, and /readyz says so).
+after the API key's id, never the key. Failed sign-ins (refused API keys) are counted the same way per
+client address (`RateLimiter.fail_sign_in`), and only failures: a good key is never counted or checked.
+If Redis cannot be reached, requests pass with a logged warning: a broken limiter must not stop every
+upload (the queue is then down too, and /readyz says so).
 
 The HTTP half (the route dependency, the 429) is `app.core.http_ratelimit`; this half imports no web code.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import re
@@ -37,6 +40,7 @@ UPLOADS = "uploads"
 TRAININGS = "trainings"
 GENERATIONS = "generations"
 ACTIONS = (UPLOADS, TRAININGS, GENERATIONS)
+SIGN_IN_FAILURES = "sign_in_failures"  # counted per client address, not per key: see RateLimiter.fail_sign_in
 
 _UNITS = {"s": 1, "second": 1, "m": 60, "minute": 60, "h": 3600, "hour": 3600, "d": 86400, "day": 86400}
 _RATE = re.compile(r"(\d+)\s*/\s*(\d*)\s*([a-z]+)")
@@ -78,6 +82,7 @@ class Decision:
     limit: int
     remaining: int
     reset_s: int  # whole seconds until the window ends, at least 1
+    first_refused: bool = False  # the window's first refusal (failed sign-ins only: the one that is recorded)
 
     def headers(self) -> dict[str, str]:
         """The IETF draft's RateLimit-* fields (draft-ietf-httpapi-ratelimit-headers)."""
@@ -192,7 +197,8 @@ class RateLimiter:
     @classmethod
     def from_settings(cls, settings: Settings, *, clock: Callable[[], float] | None = None) -> RateLimiter:
         """Redis when the broker is Redis, the process's memory otherwise; `clock` (seconds) is for tests."""
-        rates = {action: parse_rate(getattr(settings, f"rate_limit_{action}")) for action in ACTIONS}
+        actions = (*ACTIONS, SIGN_IN_FAILURES)
+        rates = {action: parse_rate(getattr(settings, f"rate_limit_{action}")) for action in actions}
         url = settings.resolved_broker_url
         store: Store
         if url.startswith(("redis://", "rediss://")):
@@ -207,3 +213,40 @@ class RateLimiter:
         if rate is None:
             return None
         return self.store.hit(f"{action}:{key_id}", limit=rate.limit, period_s=rate.period_s)
+
+    def fail_sign_in(self, address: str | None) -> Decision | None:
+        """Count one refused API key from the client `address`; None when unlimited (or the store cannot tell).
+
+        The bucket is named after the address alone, never the key or any part of it. The window admits
+        `limit` failures; the store is asked for one more, so that the first refused one is told from the
+        rest (`first_refused`, the one the audit log records) in the same atomic step.
+        """
+        rate = self.rates.get(SIGN_IN_FAILURES)
+        if rate is None:
+            return None
+        bucket = f"{SIGN_IN_FAILURES}:{client_block(address)}"
+        counted = self.store.hit(bucket, limit=rate.limit + 1, period_s=rate.period_s)
+        if counted is None:
+            return None
+        over = counted.remaining == 0  # this failure or an earlier one was the window's (limit + 1)th
+        return Decision(
+            allowed=not over,
+            limit=rate.limit,
+            remaining=max(0, counted.remaining - 1),
+            reset_s=counted.reset_s,
+            first_refused=over and counted.allowed,
+        )
+
+
+def client_block(address: str | None) -> str:
+    """Who a failed sign-in is counted against: the IPv4 address, or the IPv6 /64 (one client holds a
+    whole /64 and could otherwise take a fresh address for every guess)."""
+    try:
+        ip = ipaddress.ip_address(address or "")
+    except ValueError:
+        return address or "unknown"
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:  # ::ffff:192.0.2.1, a dual-stack socket's IPv4 client
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)

@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     rate_limit_uploads: str = "120/minute"
     rate_limit_trainings: str = "10/hour"
     rate_limit_generations: str = "60/minute"
+    # Refused API keys (malformed, unknown, revoked) per client address, not per key: past it, that address's
+    # failures get 429 and no audit entry each (one says it is throttled). A good key is never counted or refused.
+    rate_limit_sign_in_failures: str = "20/minute"
 
     thumb_size: int = Field(default=512, ge=32)
 
@@ -147,7 +150,9 @@ class Settings(BaseSettings):
                 raise ValueError(f"prompt_deny_patterns: {pattern!r} is not a regular expression: {exc}") from None
         return value
 
-    @field_validator("rate_limit_uploads", "rate_limit_trainings", "rate_limit_generations")
+    @field_validator(
+        "rate_limit_uploads", "rate_limit_trainings", "rate_limit_generations", "rate_limit_sign_in_failures"
+    )
     @classmethod
     def _rate(cls, value: str) -> str:
         from app.core.ratelimit import parse_rate

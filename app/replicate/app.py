@@ -73,7 +73,9 @@ def install_problem_handlers(sub: FastAPI) -> None:
 
     @sub.exception_handler(AppError)
     async def _app_error(_: Request, exc: AppError) -> JSONResponse:
-        return problem(exc.status, exc.code, exc.message, exc.hint, **(exc.details or {}))
+        response = problem(exc.status, exc.code, exc.message, exc.hint, **(exc.details or {}))
+        response.headers.update(exc.headers or {})
+        return response
 
     @sub.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -11,8 +11,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
 from app.audit.service import record
-from app.core.auth import authenticate
-from app.core.deps import DB, AppSettings, AppStorage, Bearer
+from app.core.deps import DB, AppSettings, AppStorage, Bearer, sign_in
 from app.core.downloads import REDIRECT, download_response
 from app.core.errors import NotFound, Unprocessable
 from app.core.http_ratelimit import RateLimit, ReplicateRateLimitedRoute
@@ -47,7 +46,7 @@ def _user(request: Request, session: DB, _: Bearer) -> User:
     authorization = request.headers.get("authorization")
     if authorization and authorization[:6].lower() == "token ":
         authorization = "Bearer " + authorization[6:]
-    return authenticate(session, authorization=authorization, ip=request.client.host if request.client else None)
+    return sign_in(request, session, authorization)
 
 
 def _context(

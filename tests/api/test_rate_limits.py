@@ -212,7 +212,10 @@ def test_the_openapi_document_declares_the_429(limited: Any) -> None:
     paths = limited.get("/openapi.json").json()["paths"]
     answer = paths["/v1/subjects/{subject_id}/photos"]["post"]["responses"]["429"]
     assert "Retry-After" in answer["headers"]
-    assert "429" not in paths["/v1/subjects/{subject_id}/photos"]["get"]["responses"]
+    assert "for this key" in answer["description"] and "failed sign-ins" in answer["description"]
+    # A route without a limit of its own answers 429 only to an address with too many failed sign-ins.
+    unlimited = paths["/v1/subjects/{subject_id}/photos"]["get"]["responses"]["429"]["description"]
+    assert "for this key" not in unlimited and "failed sign-ins" in unlimited
 
 
 def test_the_budget_lives_in_redis_when_the_broker_is_redis(settings: Any) -> None:

@@ -119,3 +119,20 @@ def test_an_unreachable_redis_lets_requests_through_with_a_warning(caplog: pytes
         assert store.hit("uploads:x", limit=1, period_s=60) is None
     warnings = [r for r in caplog.records if "Redis is unreachable" in r.getMessage()]
     assert len(warnings) == 1  # once a minute, not once per request
+
+
+@pytest.mark.parametrize(
+    ("address", "block"),
+    [
+        ("192.0.2.7", "192.0.2.7"),
+        ("::ffff:192.0.2.7", "192.0.2.7"),  # an IPv4 client on a dual-stack socket
+        ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2:bbbb::9", "2001:db8:1:2::/64"),  # the same client, another address of its /64
+        ("testclient", "testclient"),
+        (None, "unknown"),
+    ],
+)
+def test_failed_sign_ins_are_counted_per_ipv4_address_and_per_ipv6_64(address: str | None, block: str) -> None:
+    from app.core.ratelimit import client_block
+
+    assert client_block(address) == block
