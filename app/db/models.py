@@ -263,6 +263,8 @@ class Generation(IdMixin, TimestampMixin, Base):
     __table_args__ = (
         Index("ix_generations_user_id_id", "user_id", "id"),
         Index("ix_generations_status", "status"),
+        # Deleting a photo (or its subject) finds the generations started from it.
+        Index("ix_generations_start_photo_id", "start_photo_id"),
     )
 
     user_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
@@ -279,6 +281,11 @@ class Generation(IdMixin, TimestampMixin, Base):
     # [{"kind": "model"|"file"|"url", "id" or "url", "key", "scale", "name", "sha256"}], in order.
     loras: Mapped[list[dict[str, Any]]] = mapped_column(JSON, nullable=False)
     image_key: Mapped[str | None] = mapped_column(String(1024))  # img2img's start image, copied in
+    # The photo that start image was copied from (None: an uploaded file, or no start image). Deleting
+    # the photo or its subject deletes the generation, row and stored objects (app.privacy.erase). No
+    # foreign key: a cascade would take the row and leave the face's copy in storage, SET NULL would
+    # forget which photo it was; the deleting code removes both itself.
+    start_photo_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     status: Mapped[str] = mapped_column(String(16), default=GenerationStatus.queued, nullable=False)
     # [{"key", "content_type", "size_bytes", "seed", "label", "scale", "prompt"}], in order.
     outputs: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list, nullable=False)

@@ -221,7 +221,10 @@ def _lora(
 def _start_image(
     session: Session, user: User, ref: str, generation: Generation, settings: Settings, storage: Storage
 ) -> str:
-    """Copy the img2img start image (one of your photos, or an uploaded image file) beside the outputs."""
+    """Copy the img2img start image (one of your photos, or an uploaded image file) beside the outputs.
+
+    A photo is named in `start_photo_id`: deleting it, or its subject, deletes the generation too.
+    """
     try:
         ident = uuid.UUID(ref)
     except ValueError:
@@ -230,11 +233,15 @@ def _start_image(
             code="invalid_image",
             hint="Upload the start image with POST /v1/files and pass its id.",
         ) from None
-    photo = session.scalar(select(Photo).where(Photo.id == ident, Photo.user_id == user.id))
+    # The key-share lock (Postgres) holds off the photo's deletion until this generation has committed, so
+    # that the deletion then finds it by `start_photo_id`; a photo deleted first is not found here.
+    query = select(Photo).where(Photo.id == ident, Photo.user_id == user.id).with_for_update(read=True, key_share=True)
+    photo = session.scalar(query)
     if photo is not None:
         from app.photos.service import image_key
 
         data, name = storage.get(image_key(photo, "original")), photo.filename
+        generation.start_photo_id = photo.id
     else:
         row = get_file(session, user=user, file_id=ident)
         data, name = storage.get(row.key), row.name

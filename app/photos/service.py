@@ -21,13 +21,13 @@ from sqlalchemy.orm import Session
 
 from app.core.errors import BadRequest, NotFound
 from app.core.ids import new_id
-from app.core.keys import photo_key, photo_prefix
+from app.core.keys import generation_prefix, photo_key, photo_prefix
 from app.core.pagination import keyset
 from app.core.queue import ANALYZE_PHOTO, enqueue
 from app.core.settings import Settings
 from app.core.storage import Storage
 from app.core.tx import after_commit, after_rollback
-from app.db import Photo, Subject, User
+from app.db import Generation, Photo, Subject, User
 from app.photos.ingest import (
     Candidate,
     Prepared,
@@ -40,6 +40,7 @@ from app.photos.ingest import (
     too_big,
 )
 from app.photos.schemas import PhotoRead, PhotoUpdate, RejectedFile, UploadResult
+from app.privacy.erase import started_from
 from app.subjects.review import review_subject
 
 log = logging.getLogger(__name__)
@@ -296,10 +297,23 @@ def update_photo(session: Session, *, photo: Photo, data: PhotoUpdate, settings:
 
 
 def delete_photo(session: Session, *, photo: Photo, storage: Storage, settings: Settings) -> None:
-    folder = photo_folder(photo)
+    """Delete the photo and the generations started from it (their start image is a copy of it); stored
+    objects go once the deletion has committed. A generation still running finds its row gone at its
+    next write, stops, and removes what it wrote (`worker.generation.tasks`)."""
+    folder, user_id = photo_folder(photo), photo.user_id
     session.execute(delete(Photo).where(Photo.id == photo.id))
+    # After the photo's row: a request copying the photo holds it locked (key share) until it commits.
+    generations = started_from(session, [photo.id])
+    if generations:
+        session.execute(delete(Generation).where(Generation.id.in_(generations)))
+    prefixes = [folder, *(generation_prefix(user_id, g) for g in generations)]
     review_subject(session, subject_id=photo.subject_id, settings=settings)
-    after_commit(session, lambda: storage.delete_prefix(folder))
+
+    def erase() -> None:
+        for prefix in prefixes:
+            storage.delete_prefix(prefix)
+
+    after_commit(session, erase)
 
 
 def image_key(photo: Photo, variant: str) -> str:

@@ -92,7 +92,8 @@ class Footprint:
 
 def subject_footprint(session: Session, *, subject: Subject) -> Footprint:
     """The subject's photos, its trainings, the models they made, the generations that used those
-    models, the uploaded zips its trainings were made from, and the notifications about them."""
+    models or started from one of the photos, the uploaded zips its trainings were made from, and
+    the notifications about them."""
     user_id = subject.user_id
     found = Footprint()
     found.photos = list(session.scalars(select(Photo.id).where(Photo.subject_id == subject.id)))
@@ -103,17 +104,26 @@ def subject_footprint(session: Session, *, subject: Subject) -> Footprint:
     if found.trainings:
         model_of.append(Model.training_id.in_(found.trainings))
     found.models = list(session.scalars(select(Model.id).where(Model.user_id == user_id, or_(*model_of))))
+    generations: list[uuid.UUID] = []
     if found.models:
         models = {str(m) for m in found.models}
         rows = session.execute(
             select(Generation.id, Generation.model_id, Generation.loras).where(Generation.user_id == user_id)
         )
-        found.generations = [g.id for g in rows if _uses(g.model_id, g.loras, models)]
+        generations = [g.id for g in rows if _uses(g.model_id, g.loras, models)]
+    found.generations = list(dict.fromkeys([*generations, *started_from(session, found.photos)]))
     if found.trainings:
         found.notifications = list(
             session.scalars(select(Notification.id).where(Notification.training_id.in_(found.trainings)))
         )
     return found
+
+
+def started_from(session: Session, photo_ids: list[uuid.UUID]) -> list[uuid.UUID]:
+    """The generations whose img2img start image is a copy of one of these photos."""
+    if not photo_ids:
+        return []
+    return list(session.scalars(select(Generation.id).where(Generation.start_photo_id.in_(photo_ids))))
 
 
 def delete_subject_rows(session: Session, *, subject: Subject, found: Footprint) -> None:

@@ -87,8 +87,8 @@ def to_read(subject: Subject, counts: PhotoCounts) -> SubjectRead:
 
 def delete_subject(session: Session, *, subject: Subject, storage: Storage, settings: Settings | None = None) -> None:
     """Delete the person: their photos and everything made from their face (trainings, models with their
-    samples, generations that used those models, emails and webhooks about them); stored files and
-    outbox emails go once the deletion has committed."""
+    samples, generations that used those models or started from its photos, emails and webhooks about
+    them); stored files and outbox emails go once the deletion has committed."""
     settings = settings or get_settings()
     found = erase.subject_footprint(session, subject=subject)
     erase.erase_subject_files(session, subject=subject, found=found, storage=storage, settings=settings)
