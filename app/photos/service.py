@@ -19,6 +19,7 @@ from fastapi import UploadFile
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from app.core.db import flush_deleted
 from app.core.errors import BadRequest, NotFound
 from app.core.ids import new_id
 from app.core.keys import generation_prefix, photo_key, photo_prefix
@@ -308,10 +309,12 @@ def delete_photo(session: Session, *, photo: Photo, storage: Storage, settings: 
         session.execute(delete(Generation).where(Generation.id.in_(generations)))
     prefixes = [folder, *(generation_prefix(user_id, g) for g in generations)]
     review_subject(session, subject_id=photo.subject_id, settings=settings)
+    engine = session.get_bind().engine
 
     def erase() -> None:
         for prefix in prefixes:
             storage.delete_prefix(prefix)
+        flush_deleted(engine)  # the photo's analysis (captions, face encoding) out of SQLite's log
 
     after_commit(session, erase)
 

@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import delete, or_, select
 from sqlalchemy.orm import Session
 
+from app.core.db import flush_deleted
 from app.core.keys import file_key, generation_prefix, model_prefix, subject_prefix, training_prefix, user_prefix
 from app.core.settings import Settings
 from app.core.storage import Storage
@@ -67,10 +68,12 @@ def erase_user_files(session: Session, *, user: User, storage: Storage, settings
     """After the commit: the user's prefix in the store and their emails in the outbox folder."""
     prefix, address = user_prefix(user.id), user.email
     sent = email_ids(session, Notification.user_id == user.id)
+    engine = session.get_bind().engine
 
     def erase() -> None:
         storage.delete_prefix(prefix)
         purge_outbox(settings.outbox_dir, addresses={address}, notification_ids=sent)
+        flush_deleted(engine)
 
     after_commit(session, erase)
 
@@ -159,6 +162,7 @@ def erase_subject_files(
     prefixes += [generation_prefix(user_id, g) for g in found.generations]
     keys = [file_key(user_id, f) for f in found.files]
     sent = set(map(str, found.notifications))
+    engine = session.get_bind().engine
 
     def erase() -> None:
         for prefix in prefixes:
@@ -166,6 +170,7 @@ def erase_subject_files(
         for key in keys:
             storage.delete(key)
         purge_outbox(settings.outbox_dir, addresses=set(), notification_ids=sent)
+        flush_deleted(engine)
 
     after_commit(session, erase)
 
