@@ -5,8 +5,7 @@ the ordinary path a read is four round trips (BEGIN, the key, the row, COMMIT) t
 thread-pool trip that waits its turn for a thread and the GIL. Here it is one statement: on Postgres
 sent from the event loop by psycopg itself, on a small asyncio pool of autocommit connections (no
 BEGIN, no COMMIT); on SQLite run through SQLAlchemy in one thread trip. SQLAlchemy's asyncio layer
-was tried first and measured: 2,300 of these reads a second against 13,000 for psycopg alone on
-this machine (the statement's cache key and the greenlet hops cost more than the round trip).
+was tried first: it halves the reads a second psycopg alone manages (bench/reads.py).
 
 The statement is built once per table with SQLAlchemy, so its columns follow the models, and it is
 compiled for psycopg; rows come back with the table's column names as attributes either way.
