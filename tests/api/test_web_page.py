@@ -44,7 +44,11 @@ def test_base_models_list_the_presets_with_their_defaults(client, account):
     tiny = models["tiny-sd15"]
     assert tiny["tiny"] and tiny["runnable"] and tiny["reason"] is None
     assert tiny["defaults"] == {
-        "steps": 20, "learning_rate": 1e-3, "rank": 4, "resolution": 64, "face_weight": 3.0,
+        "steps": 20,
+        "learning_rate": 1e-3,
+        "rank": 4,
+        "resolution": 64,
+        "face_weight": 3.0,
         "gradient_checkpointing": False,
     }
     flux = models["flux-dev"]

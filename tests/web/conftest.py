@@ -151,9 +151,11 @@ def tab(browser: Any, server: Server, request: pytest.FixtureRequest) -> Iterato
     # console.error) is a fault of the page.
     page.on(
         "console",
-        lambda msg: tab.errors.append(f"console: {msg.text}")
-        if msg.type == "error" and not msg.text.startswith("Failed to load resource")
-        else None,
+        lambda msg: (
+            tab.errors.append(f"console: {msg.text}")
+            if msg.type == "error" and not msg.text.startswith("Failed to load resource")
+            else None
+        ),
     )
     try:
         yield tab
@@ -163,4 +165,3 @@ def tab(browser: Any, server: Server, request: pytest.FixtureRequest) -> Iterato
         finally:
             context.close()
     assert not tab.errors, tab.errors
-
