@@ -13,6 +13,7 @@ import threading
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote, urlparse
 
@@ -71,6 +72,10 @@ class Storage(ABC):
         """Keys under `prefix`, sorted."""
 
     @abstractmethod
+    def list_modified(self, prefix: str) -> list[tuple[str, datetime]]:
+        """Keys under `prefix`, sorted, each with when it was last written (UTC)."""
+
+    @abstractmethod
     def check(self) -> None:
         """Raise if the store cannot be reached or written (readiness)."""
 
@@ -127,6 +132,10 @@ class Scoped(Storage):
 
     def list(self, prefix: str) -> list[str]:
         return [key[len(self.prefix) :] for key in self.inner.list(self.prefix + check_prefix(prefix))]
+
+    def list_modified(self, prefix: str) -> list[tuple[str, datetime]]:
+        listed = self.inner.list_modified(self.prefix + check_prefix(prefix))
+        return [(key[len(self.prefix) :], modified) for key, modified in listed]
 
     def check(self) -> None:
         self.inner.check()
@@ -194,21 +203,34 @@ class LocalStorage(Storage):
         return len(keys)
 
     def list(self, prefix: str) -> list[str]:
+        return [key for key, _path in self._walk(prefix)]
+
+    def list_modified(self, prefix: str) -> list[tuple[str, datetime]]:
+        listed = []
+        for key, path in self._walk(prefix):
+            try:
+                listed.append((key, datetime.fromtimestamp(path.stat().st_mtime, UTC)))
+            except FileNotFoundError:  # deleted meanwhile
+                continue
+        return listed
+
+    def _walk(self, prefix: str) -> list[tuple[str, Path]]:
         check_prefix(prefix)
         base = self.root / prefix.rsplit("/", 1)[0] if "/" in prefix else self.root
         if not base.is_dir():
             return []
-        keys = []
+        found = []
         # os.walk skips folders that vanish while it walks (a concurrent delete prunes them);
         # Path.rglob raises FileNotFoundError instead.
         for folder, _dirs, names in os.walk(base):
             for name in names:
                 if name.startswith(".tmp-"):
                     continue
-                key = Path(folder, name).relative_to(self.root).as_posix()
+                path = Path(folder, name)
+                key = path.relative_to(self.root).as_posix()
                 if key.startswith(prefix):
-                    keys.append(key)
-        return sorted(keys)
+                    found.append((key, path))
+        return sorted(found)
 
     def check(self) -> None:
         self.ensure()
@@ -328,12 +350,15 @@ class S3Storage(Storage):
         return len(keys)
 
     def list(self, prefix: str) -> list[str]:
+        return [key for key, _modified in self.list_modified(prefix)]
+
+    def list_modified(self, prefix: str) -> list[tuple[str, datetime]]:
         check_prefix(prefix)
-        keys: list[str] = []
+        listed: list[tuple[str, datetime]] = []
         paginator = self.client.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
-            keys.extend(obj["Key"][len(self.prefix) :] for obj in page.get("Contents", []))
-        return sorted(keys)
+            listed.extend((obj["Key"][len(self.prefix) :], obj["LastModified"]) for obj in page.get("Contents", []))
+        return sorted(listed)
 
     def check(self) -> None:
         self.client.head_bucket(Bucket=self.bucket)

@@ -291,3 +291,17 @@ def test_a_store_seen_under_a_prefix(store: Storage) -> None:
     with pytest.raises(ValueError):
         work.put("../outside.bin", b"x")
     assert store.list("users/u/") == ["users/u/outside.bin", "users/u/trainings/t/checkpoints/step-1.pt"]
+
+
+def test_list_modified_gives_each_key_with_when_it_was_written(store: Storage) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    before = datetime.now(UTC) - timedelta(seconds=2)  # S3 keeps whole seconds
+    store.put("users/u/b.bin", b"b")
+    store.put("users/u/a.bin", b"a")
+    store.put("other/c.bin", b"c")
+    listed = store.list_modified("users/")
+    assert [key for key, _ in listed] == ["users/u/a.bin", "users/u/b.bin"] == store.list("users/")
+    for _key, modified in listed:
+        assert modified.tzinfo is not None and before <= modified <= datetime.now(UTC) + timedelta(seconds=2)
+    assert store.under("users/u/").list_modified("") == [("a.bin", listed[0][1]), ("b.bin", listed[1][1])]

@@ -26,6 +26,7 @@ RULE_MODULES = (
     "worker.generation.recovery",
     "worker.notify.recovery",
     "worker.housekeeping.retention",
+    "worker.housekeeping.orphans",
 )
 
 
