@@ -22,7 +22,7 @@ import pytest
 from sqlalchemy import delete
 
 from tests.helpers import LoraMaker
-from tests.procs import postgres_database
+from tests.procs import postgres_database, purge_redis
 
 # Nothing is downloaded in tests: a Hub id fails at once instead of waiting on the network.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -65,7 +65,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         dispose_engines()
         databases.close()
         if redis_url:
-            _purge_redis(redis_url, env["LOOKALIKE_BROKER_KEY_PREFIX"])
+            purge_redis(redis_url, env["LOOKALIKE_BROKER_KEY_PREFIX"])
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
@@ -73,15 +73,6 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
                 os.environ[key] = value
         get_settings.cache_clear()
         queue.reset_client()
-
-
-def _purge_redis(url: str, prefix: str) -> None:
-    import redis
-
-    client = redis.Redis.from_url(url)
-    keys = list(client.scan_iter(match=f"{prefix}*"))
-    if keys:
-        client.delete(*keys)
 
 
 @pytest.fixture(scope="session")

@@ -191,3 +191,13 @@ def postgres_database(server_url: str, name: str) -> Iterator[str]:
     finally:
         with psycopg.connect(libpq, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def purge_redis(url: str, prefix: str) -> None:
+    """Delete every Redis key under `prefix` (a test run's, or one test's, key prefix)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    keys = list(client.scan_iter(match=f"{prefix}*"))
+    if keys:
+        client.delete(*keys)

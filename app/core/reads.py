@@ -51,9 +51,8 @@ OwnedRow = Any
 
 @dataclass(frozen=True)
 class Owned:
-    """A key that authenticated, and the row it asked for when that row is its user's (else None)."""
+    """What a key that authenticated asked for: the row when it is its user's, else None."""
 
-    key_id: uuid.UUID
     row: OwnedRow | None
 
 
@@ -112,7 +111,7 @@ class Reader:
         now = utcnow()
         if auth.use_is_due(found.key_id, found.key_last_used_at, now):  # once a minute per process
             await anyio.to_thread.run_sync(auth.touch, self.engine, found.key_id, now)
-        return Owned(key_id=found.key_id, row=found if found.id is not None else None)
+        return Owned(row=found if found.id is not None else None)
 
     def _query(self, table: Table) -> tuple[Select[Any], str]:
         if table.name not in self._queries:

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.helpers import fixture_bytes
-from tests.procs import api_client, base_env, free_port, running, wait_ready
+from tests.procs import api_client, base_env, free_port, purge_redis, running, wait_ready
 
 REDIS_URL = os.environ.get("LOOKALIKE_TEST_REDIS_URL")
 
@@ -20,8 +20,6 @@ PHOTOS = ("obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg", "chelsea.png")
 
 
 def test_requests_spread_over_two_api_processes_share_one_budget(tmp_path: Path) -> None:
-    import redis
-
     prefix = f"lookalike-test-shared-{uuid.uuid4().hex[:8]}:"
     # One database and storage folder (SQLite) for both processes, one Redis; three uploads an hour.
     env = base_env(tmp_path / "data", broker_url=REDIS_URL, broker_key_prefix=prefix, rate_limit_uploads="3/hour")
@@ -55,7 +53,4 @@ def test_requests_spread_over_two_api_processes_share_one_budget(tmp_path: Path)
     finally:
         first.close()
         second.close()
-        client = redis.Redis.from_url(REDIS_URL)
-        keys = list(client.scan_iter(match=f"{prefix}*"))
-        if keys:
-            client.delete(*keys)
+        purge_redis(REDIS_URL, prefix)

@@ -23,7 +23,7 @@ from app.core.auth import generate_key
 from app.core.metrics import REGISTRY
 from app.core.ratelimit import Decision, RateLimiter, client_block
 from app.db import AuditEvent
-from tests.procs import api_client, base_env, free_port, running, wait_ready
+from tests.procs import api_client, base_env, free_port, purge_redis, running, wait_ready
 
 LIMIT = 3  # failed sign-ins a minute
 REDIS_URL = os.environ.get("LOOKALIKE_TEST_REDIS_URL")
@@ -264,8 +264,6 @@ def test_the_openapi_document_declares_the_429_on_every_operation_that_needs_a_k
 
 @pytest.mark.skipif(not REDIS_URL, reason="LOOKALIKE_TEST_REDIS_URL is not set")
 def test_two_api_processes_sharing_one_redis_share_one_count_per_address(tmp_path: Path) -> None:
-    import redis
-
     prefix = f"lookalike-test-sign-in-{uuid.uuid4().hex[:8]}:"
     env = base_env(
         tmp_path / "data", broker_url=REDIS_URL, broker_key_prefix=prefix, rate_limit_sign_in_failures="2/hour"
@@ -285,7 +283,4 @@ def test_two_api_processes_sharing_one_redis_share_one_count_per_address(tmp_pat
     finally:
         first.close()
         second.close()
-        client = redis.Redis.from_url(REDIS_URL)
-        keys = list(client.scan_iter(match=f"{prefix}*"))
-        if keys:
-            client.delete(*keys)
+        purge_redis(REDIS_URL, prefix)
